@@ -1,0 +1,1 @@
+"""Reports: compare models, HTML, Markdown and JSON."""

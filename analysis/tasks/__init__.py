@@ -1,0 +1,1 @@
+"""Task suites: minimal pairs whose circuits are enumerated."""

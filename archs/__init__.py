@@ -1,0 +1,49 @@
+"""glassformer.archs: configs, the one Transformer with hook points, MLP variants, constraints, model directories.
+
+Imports nothing beyond torch (safetensors is imported lazily when a model directory is read or written), so the
+kernels and models can be used where the training stack is absent.
+
+Registration of every variant happens here, in one visible place.
+
+Example:
+    >>> from glassformer.archs import build_model, presets
+    >>> model = build_model(presets.get("debug"))
+    >>> model.cfg.n_layers
+    2
+"""
+
+from glassformer.archs.config import ConfigError, ModelConfig
+from glassformer.archs.mlp import DenseMLP, DenseMLPConfig
+from glassformer.archs.registry import Registry
+
+MLP_REGISTRY: Registry = Registry("MLP kind")
+MLP_REGISTRY.register("dense", DenseMLPConfig, DenseMLP, "y = W_out gelu(W_in x + b_in) + b_out")
+
+from glassformer.archs import presets  # noqa: E402
+from glassformer.archs.hooks import HookedModule, HookPoint  # noqa: E402
+from glassformer.archs.model_dir import (  # noqa: E402
+    ModelDirError,
+    load_config,
+    load_model_dir,
+    read_training,
+    save_model_dir,
+)
+from glassformer.archs.transformer import Transformer  # noqa: E402
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    """The only way a model is constructed: from a validated :class:`ModelConfig`.
+
+    Example:
+        >>> build_model(presets.get("debug")).num_params() > 0
+        True
+    """
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
+    return Transformer(cfg)
+
+
+__all__ = [
+    "ConfigError", "ModelConfig", "MLP_REGISTRY", "Registry", "HookPoint", "HookedModule", "Transformer",
+    "build_model", "presets", "save_model_dir", "load_model_dir", "load_config", "read_training", "ModelDirError",
+]

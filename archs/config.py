@@ -1,0 +1,186 @@
+"""Model configuration: typed dataclasses, validated on construction.
+
+Every field has a docstring below it (jsonargparse shows them in ``--help``). A bad value raises
+:class:`ConfigError` naming the field, the value and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from glassformer.archs.mlp import MLPConfig
+from glassformer.archs.mlp.dense import DenseMLPConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; the message names the field, the value and what is allowed."""
+
+
+def check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
+    """Raise :class:`ConfigError` unless ``ok``.
+
+    Example:
+        >>> check(3 > 0, "model.d_model", 3, "a positive integer")
+    """
+    if not ok:
+        raise ConfigError(f"{field_name}={value!r} is not allowed: expected {allowed}")
+
+
+def check_positive_int(value: Any, field_name: str) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and value > 0, field_name, value, "a positive integer")
+
+
+def check_fraction(value: Any, field_name: str) -> None:
+    check(isinstance(value, (int, float)) and 0 < value <= 1, field_name, value, "a fraction in (0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    """The whole model: shapes, normalisation, positions, the MLP variant and its constraints.
+
+    Example:
+        >>> cfg = ModelConfig(d_model=64, n_heads=4, n_layers=2)
+        >>> cfg.d_head, cfg.d_mlp
+        (16, 256)
+    """
+
+    d_vocab: int = 4096
+    """Vocabulary size; the tokenizer is trained to this size."""
+    n_ctx: int = 256
+    """Context length in tokens."""
+    d_model: int = 256
+    """Width of the residual stream."""
+    n_layers: int = 4
+    """Number of Transformer blocks."""
+    n_heads: int = 4
+    """Attention heads per block."""
+    d_head: int | None = None
+    """Width of each head; None means d_model // n_heads (then d_model must be divisible by n_heads)."""
+    d_mlp: int | None = None
+    """Hidden width of the dense MLP; None means 4 * d_model (GPT-2's ratio)."""
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """Pre-norm type, applied separately by each reader of the residual stream."""
+    positional: Literal["learned", "rotary"] = "learned"
+    """Learned absolute position embeddings, or rotary embeddings applied to q and k."""
+    rotary_base: float = 10000.0
+    """Base of the rotary frequencies."""
+    attn_only: bool = False
+    """Drop the MLPs entirely (attention-only models for induction-circuit studies)."""
+    tie_embeddings: bool = False
+    """Share the unembedding with the token embedding. Off by default: an untied unembedding keeps
+    the read-out direction of each token separate from its input direction, which analysis prefers."""
+    mlp: MLPConfig | None = None
+    """The MLP variant, chosen by ``kind``; None means the dense GELU MLP."""
+    init_std: float = 0.02
+    """Std of the normal initialisation; output projections are scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+    norm_eps: float = 1e-5
+    """Epsilon of LayerNorm / RMSNorm."""
+    kernels: Literal["auto", "triton", "reference"] = "auto"
+    """Which implementation of fused ops to use: Triton on CUDA when supported ("auto"), or always one."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes carried into config.json (e.g. where the model came from); never read by the model."""
+
+    def __post_init__(self) -> None:
+        for name in ("d_vocab", "n_ctx", "d_model", "n_layers", "n_heads"):
+            check_positive_int(getattr(self, name), f"model.{name}")
+        if self.d_head is None:
+            check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
+                  f"a divisor of d_model={self.d_model} (or set d_head explicitly)")
+        else:
+            check_positive_int(self.d_head, "model.d_head")
+        if self.d_mlp is not None:
+            check_positive_int(self.d_mlp, "model.d_mlp")
+        check(self.norm in ("layernorm", "rmsnorm"), "model.norm", self.norm, "'layernorm' or 'rmsnorm'")
+        check(self.positional in ("learned", "rotary"), "model.positional", self.positional, "'learned' or 'rotary'")
+        check(self.kernels in ("auto", "triton", "reference"), "model.kernels", self.kernels,
+              "'auto', 'triton' or 'reference'")
+        check(self.init_std > 0, "model.init_std", self.init_std, "a positive float")
+        if self.positional == "rotary":
+            check(self.head_dim % 2 == 0, "model.d_head", self.head_dim, "an even width for rotary positions")
+        if isinstance(self.mlp, dict):
+            self.mlp = mlp_config_from_dict(self.mlp)
+        if self.mlp is not None:
+            validate = getattr(self.mlp, "validate", None)
+            if validate is not None:
+                validate(self)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+    @property
+    def mlp_config(self) -> Any:
+        """The MLP variant's config (the dense one when ``mlp`` is None)."""
+        return self.mlp if self.mlp is not None else DenseMLPConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict; ``ModelConfig.from_dict`` inverts it.
+
+        Example:
+            >>> ModelConfig.from_dict(ModelConfig(d_model=64).to_dict()) == ModelConfig(d_model=64)
+            True
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return from_dict(cls, d, "model")
+
+
+def mlp_config_from_dict(d: dict[str, Any]) -> Any:
+    """Build an MLP variant config from a dict with a ``kind`` key, through the registry."""
+    from glassformer.archs import MLP_REGISTRY
+
+    check(isinstance(d, dict) and "kind" in d, "model.mlp", d, "a mapping with a 'kind' key")
+    kind = d["kind"]
+    check(kind in MLP_REGISTRY, "model.mlp.kind", kind, f"one of {MLP_REGISTRY.names()}")
+    return from_dict(MLP_REGISTRY[kind].config_cls, d, "model.mlp")
+
+
+def from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    """Construct dataclass ``cls`` from a plain dict, recursing into nested dataclass fields.
+
+    Unknown keys are refused with a message listing the allowed ones.
+
+    Example:
+        >>> from_dict(ModelConfig, {"d_model": 64, "n_heads": 2}, "model").d_head
+        32
+    """
+    check(isinstance(d, dict), prefix, d, f"a mapping of {cls.__name__} fields")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    check(not unknown, f"{prefix}.{unknown[0]}" if unknown else prefix, d.get(unknown[0]) if unknown else None,
+          f"one of the fields of {cls.__name__}: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        kwargs[key] = _convert(hints[key], value, f"{prefix}.{key}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, prefix: str) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        if isinstance(value, dict) and "kind" in value and prefix.endswith(".mlp"):
+            return mlp_config_from_dict(value)
+        dataclass_options = [a for a in options if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and len(dataclass_options) == 1:
+            return from_dict(dataclass_options[0], value, prefix)
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, prefix)
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_convert(item, v, f"{prefix}[{i}]") for i, v in enumerate(value)]
+    return value

@@ -1,0 +1,1 @@
+"""Conversion of existing models (GPT-2 import, MLP distillation)."""

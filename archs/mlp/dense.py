@@ -1,0 +1,51 @@
+"""The dense GELU MLP: the baseline every variant is compared against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glassformer.archs.hooks import HookPoint
+
+
+@dataclass
+class DenseMLPConfig:
+    """``y = W_out gelu(W_in x + b_in) + b_out`` with hidden width ``model.d_mlp``."""
+
+    kind: Literal["dense"] = "dense"
+    """Registry key."""
+
+
+class DenseMLP(nn.Module):
+    """GELU MLP with hook points on the pre- and post-activation.
+
+    Example:
+        >>> import torch
+        >>> from glassformer.archs import ModelConfig
+        >>> mlp = DenseMLP(DenseMLPConfig(), ModelConfig(d_model=8, n_heads=2))
+        >>> tuple(mlp(torch.randn(2, 3, 8)).shape)
+        (2, 3, 8)
+    """
+
+    def __init__(self, cfg: DenseMLPConfig, model_cfg: Any):
+        super().__init__()
+        self.cfg = cfg
+        self.W_in = nn.Linear(model_cfg.d_model, model_cfg.mlp_width)
+        self.W_out = nn.Linear(model_cfg.mlp_width, model_cfg.d_model)
+        self.hook_pre = HookPoint()  # (B, T, d_mlp)
+        self.hook_post = HookPoint()  # (B, T, d_mlp)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.hook_pre(self.W_in(x))
+        post = self.hook_post(F.gelu(pre))
+        return self.W_out(post)
+
+    def output_weights(self) -> Tensor:
+        """Output directions, one row per hidden unit: (d_mlp, d_model)."""
+        return self.W_out.weight.T
+
+    def aux_losses(self) -> dict[str, Tensor]:
+        return {}
