@@ -17,6 +17,15 @@ class DenseMLPConfig:
 
     kind: Literal["dense"] = "dense"
     """Registry key."""
+    activation: Literal["gelu", "gelu_tanh"] = "gelu"
+    """The GELU form: exact ("gelu", erf-based), or GPT-2's tanh approximation ("gelu_tanh", what Hugging Face
+    calls gelu_new), which imported GPT-2 checkpoints need to compute exactly what they were trained with."""
+
+    def validate(self, model_cfg: Any) -> None:
+        from glassformer.archs.config import check
+
+        check(self.activation in ("gelu", "gelu_tanh"), "model.mlp.activation", self.activation,
+              "'gelu' or 'gelu_tanh'")
 
 
 class DenseMLP(nn.Module):
@@ -40,7 +49,9 @@ class DenseMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pre = self.hook_pre(self.W_in(x))
-        post = self.hook_post(F.gelu(pre))
+        # "gelu_tanh" maps to torch's approximate="tanh", the same formula as GPT-2's gelu_new.
+        approximate = "tanh" if self.cfg.activation == "gelu_tanh" else "none"
+        post = self.hook_post(F.gelu(pre, approximate=approximate))
         return self.W_out(post)
 
     def output_weights(self) -> Tensor:
