@@ -139,6 +139,19 @@ COMMANDS = {"train": train, "eval": evaluate, "generate": generate, "analyze": a
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, FileNotFoundError)
 
 
+def build_parser():
+    """The parser ``main`` uses (jsonargparse over COMMANDS), for tests and for tools that inspect the schema.
+
+    Example:
+        >>> cfg = build_parser().parse_args(["train", "--model.d_model", "64"])
+        >>> cfg.train.model.d_model
+        64
+    """
+    from jsonargparse import auto_parser
+
+    return auto_parser(COMMANDS, as_positional=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``glassformer`` console script.
 

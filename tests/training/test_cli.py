@@ -15,14 +15,11 @@ CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
 
 def parse_train(*args: str):
     """Parse `glassformer train ARGS` through the real CLI parser and return its instantiated configs."""
-    from jsonargparse import ArgumentParser
+    from glassformer.training.cli import build_parser
 
-    from glassformer.training.cli import train
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_function_arguments(train, as_positional=True)
-    cfg = parser.parse_args(list(args))
-    return parser.instantiate_classes(cfg)
+    parser = build_parser()
+    cfg = parser.parse_args(["train", *args])
+    return parser.instantiate_classes(cfg).train
 
 
 @pytest.mark.parametrize("name", CONFIGS)
