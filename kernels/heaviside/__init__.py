@@ -1,0 +1,68 @@
+"""JumpReLU and the Heaviside step, with straight-through (rectangle-kernel) threshold gradients."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from glassformer.kernels._dispatch import check_float, choose_impl, dtype_problem
+from glassformer.kernels.heaviside.reference import heaviside_step_reference, jumprelu_reference
+
+__all__ = ["jumprelu", "heaviside_step"]
+
+
+def _check(x: Tensor, threshold: Tensor, bandwidth: float) -> str | None:
+    check_float("x", x)
+    check_float("threshold", threshold)
+    if x.dim() < 1 or threshold.dim() != 1 or threshold.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"threshold must be (M,) with M = x.shape[-1]; got threshold {tuple(threshold.shape)}, x {tuple(x.shape)}"
+        )
+    if not isinstance(bandwidth, (int, float)) or isinstance(bandwidth, bool) or not bandwidth > 0:
+        raise ValueError(f"bandwidth={bandwidth!r} is not allowed: expected a positive float")
+    problem = dtype_problem("x", x) or dtype_problem("threshold", threshold)
+    if problem is None and x.numel() == 0:
+        problem = "an empty x"
+    return problem
+
+
+def jumprelu(x: Tensor, threshold: Tensor, bandwidth: float = 1e-3, impl: str = "auto") -> Tensor:
+    """JumpReLU ``x * H(x - threshold)`` (Rajamanoharan et al. 2024), shape and dtype of ``x``.
+
+    Gradients: ``H(x - t) g`` for x; the straight-through ``-(t / bandwidth) K((x - t) / bandwidth) g`` summed
+    over rows for the threshold, with ``K(u) = 1[|u| < 1/2]``.
+
+    Args:
+        x: (..., M) pre-activations.
+        threshold: (M,) per-latent thresholds.
+        bandwidth: width of the rectangle kernel, > 0.
+        impl: "auto" (Triton for supported CUDA tensors, else the reference), "triton" or "reference".
+
+    Example:
+        >>> import torch
+        >>> jumprelu(torch.tensor([[0.5, 2.0, -1.0]]), torch.tensor([1.0, 1.0, -2.0]))
+        tensor([[ 0.,  2., -1.]])
+    """
+    problem = _check(x, threshold, bandwidth)
+    if choose_impl(impl, "jumprelu", (x, threshold), problem) == "reference":
+        return jumprelu_reference(x, threshold, float(bandwidth))
+    from glassformer.kernels.heaviside.triton import jumprelu_triton
+
+    return jumprelu_triton(x, threshold, float(bandwidth))
+
+
+def heaviside_step(x: Tensor, threshold: Tensor, bandwidth: float = 1e-3, impl: str = "auto") -> Tensor:
+    """``H(x - threshold)`` as x's dtype, for the L0 penalty of JumpReLU latents.
+
+    No gradient reaches x; the threshold gets ``-(1 / bandwidth) K((x - t) / bandwidth) g`` summed over rows.
+
+    Example:
+        >>> import torch
+        >>> heaviside_step(torch.tensor([[0.5, 2.0]]), torch.tensor([1.0, 1.0])).sum()
+        tensor(1.)
+    """
+    problem = _check(x, threshold, bandwidth)
+    if choose_impl(impl, "heaviside_step", (x, threshold), problem) == "reference":
+        return heaviside_step_reference(x, threshold, float(bandwidth))
+    from glassformer.kernels.heaviside.triton import heaviside_step_triton
+
+    return heaviside_step_triton(x, threshold, float(bandwidth))

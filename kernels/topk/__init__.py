@@ -1,0 +1,44 @@
+"""Row-wise TopK / AbsTopK activation with the mask fused for the backward."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from glassformer.kernels._dispatch import check_float, check_int, choose_impl, dtype_problem
+from glassformer.kernels.topk.reference import topk_activation_reference
+
+__all__ = ["topk_activation"]
+
+
+def topk_activation(x: Tensor, k: int, use_abs: bool = False, impl: str = "auto") -> Tensor:
+    """Keep the ``k`` largest entries of each row of ``x`` (by |x| when ``use_abs``: AbsTopK), zero the rest.
+
+    Ties go to the lower index, so exactly ``k`` entries per row survive. The gradient flows only through
+    the kept entries.
+
+    Args:
+        x: (..., M) floating tensor.
+        k: entries kept per row, in [1, M].
+        use_abs: rank by magnitude (Gao et al. 2025's AbsTopK) instead of by value.
+        impl: "auto" (Triton for supported CUDA tensors, else the reference), "triton" or "reference".
+
+    Example:
+        >>> import torch
+        >>> topk_activation(torch.tensor([[1.0, -3.0, 2.0]]), 2)
+        tensor([[1., 0., 2.]])
+    """
+    check_float("x", x)
+    if x.dim() < 1:
+        raise ValueError(f"x must have a last dimension to select over, got shape {tuple(x.shape)}")
+    M = x.shape[-1]
+    check_int("k", k, 1, M)
+    problem = dtype_problem("x", x)
+    if problem is None and x.numel() == 0:
+        problem = "an empty x"
+    if problem is None and x.numel() >= 2**31:
+        problem = f"x has {x.numel()} entries, beyond 32-bit indexing"
+    if choose_impl(impl, "topk_activation", (x,), problem) == "reference":
+        return topk_activation_reference(x, k, use_abs)
+    from glassformer.kernels.topk.triton import topk_activation_triton
+
+    return topk_activation_triton(x, k, use_abs)
