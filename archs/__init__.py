@@ -12,12 +12,30 @@ Example:
     2
 """
 
-from glassformer.archs.config import ConfigError, ModelConfig
-from glassformer.archs.mlp import DenseMLP, DenseMLPConfig
+# config first: it defines the checks the variant modules import, then imports those modules itself.
+from glassformer.archs.config import ConfigError, ModelConfig  # noqa: I001
+
+from glassformer.archs.activation_sparsity import AbsTopK, ActivationSparsityConfig
+from glassformer.archs.mlp import (
+    DenseMLP,
+    DenseMLPConfig,
+    SoLUMLP,
+    SoLUMLPConfig,
+    TopKMLP,
+    TopKMLPConfig,
+    Transcoder,
+    TranscoderConfig,
+)
+from glassformer.archs.penalties import PenaltyConfig, Penalties, frobenius_offdiag, frobenius_penalty
 from glassformer.archs.registry import Registry
+from glassformer.archs.weight_sparsity import WeightSparsityConfig, fraction_at, lr_scale_at, project_
 
 MLP_REGISTRY: Registry = Registry("MLP kind")
 MLP_REGISTRY.register("dense", DenseMLPConfig, DenseMLP, "y = W_out gelu(W_in x + b_in) + b_out")
+MLP_REGISTRY.register("topk", TopKMLPConfig, TopKMLP, "y = W_out act(topk_k(W_in x + b_in)) + b_out")
+MLP_REGISTRY.register("solu", SoLUMLPConfig, SoLUMLP, "y = W_out LN(h * softmax(h)) + b_out, h = W_in x + b_in")
+MLP_REGISTRY.register("transcoder", TranscoderConfig, Transcoder,
+                      "y = W_dec^T act(W_enc x + b_enc) + b_dec [+ W_skip x]; act in relu/topk/batchtopk/jumprelu")
 
 from glassformer.archs import presets  # noqa: E402
 from glassformer.archs.hooks import HookedModule, HookPoint  # noqa: E402
@@ -46,4 +64,7 @@ def build_model(cfg: ModelConfig) -> Transformer:
 __all__ = [
     "ConfigError", "ModelConfig", "MLP_REGISTRY", "Registry", "HookPoint", "HookedModule", "Transformer",
     "build_model", "presets", "save_model_dir", "load_model_dir", "load_config", "read_training", "ModelDirError",
+    "DenseMLPConfig", "TopKMLPConfig", "SoLUMLPConfig", "TranscoderConfig", "ActivationSparsityConfig",
+    "PenaltyConfig", "WeightSparsityConfig", "AbsTopK", "Penalties", "frobenius_offdiag", "frobenius_penalty",
+    "fraction_at", "lr_scale_at", "project_",
 ]

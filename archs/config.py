@@ -12,9 +12,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from glassformer.archs.mlp import MLPConfig
-from glassformer.archs.mlp.dense import DenseMLPConfig
-
 
 class ConfigError(ValueError):
     """A configuration value is not allowed; the message names the field, the value and what is allowed."""
@@ -35,7 +32,17 @@ def check_positive_int(value: Any, field_name: str) -> None:
 
 
 def check_fraction(value: Any, field_name: str) -> None:
-    check(isinstance(value, (int, float)) and 0 < value <= 1, field_name, value, "a fraction in (0, 1]")
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1, field_name, value,
+          "a fraction in (0, 1]")
+
+
+# The sub-config modules import ``check`` from here, so these imports come after the helpers above: whichever
+# module is imported first, ``check`` already exists when they ask for it.
+from glassformer.archs.activation_sparsity import ActivationSparsityConfig  # noqa: E402
+from glassformer.archs.mlp import MLPConfig  # noqa: E402
+from glassformer.archs.mlp.dense import DenseMLPConfig  # noqa: E402
+from glassformer.archs.penalties import PenaltyConfig  # noqa: E402
+from glassformer.archs.weight_sparsity import WeightSparsityConfig  # noqa: E402
 
 
 @dataclass
@@ -44,7 +51,7 @@ class ModelConfig:
 
     Example:
         >>> cfg = ModelConfig(d_model=64, n_heads=4, n_layers=2)
-        >>> cfg.d_head, cfg.d_mlp
+        >>> cfg.head_dim, cfg.mlp_width
         (16, 256)
     """
 
@@ -79,6 +86,13 @@ class ModelConfig:
     """Std of the normal initialisation; output projections are scaled by 1/sqrt(2 n_layers) (GPT-2)."""
     norm_eps: float = 1e-5
     """Epsilon of LayerNorm / RMSNorm."""
+    activation_sparsity: ActivationSparsityConfig | None = None
+    """AbsTopK activation sparsity at chosen sites (Gao et al. 2025); None means dense activations."""
+    penalties: list[PenaltyConfig] = field(default_factory=list)
+    """Orthogonality penalties on weight directions, each an auxiliary loss named ``ortho``."""
+    weight_sparsity: WeightSparsityConfig | None = None
+    """Magnitude projection of the weights after every optimizer step (Gao et al. 2025). It lives in the model
+    config, though training applies it, so that config.json records that a model is weight-sparse."""
     kernels: Literal["auto", "triton", "reference"] = "auto"
     """Which implementation of fused ops to use: Triton on CUDA when supported ("auto"), or always one."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,10 +117,24 @@ class ModelConfig:
             check(self.head_dim % 2 == 0, "model.d_head", self.head_dim, "an even width for rotary positions")
         if isinstance(self.mlp, dict):
             self.mlp = mlp_config_from_dict(self.mlp)
-        if self.mlp is not None:
-            validate = getattr(self.mlp, "validate", None)
+        if isinstance(self.activation_sparsity, dict):
+            self.activation_sparsity = from_dict(ActivationSparsityConfig, self.activation_sparsity,
+                                                 "model.activation_sparsity")
+        if isinstance(self.weight_sparsity, dict):
+            self.weight_sparsity = from_dict(WeightSparsityConfig, self.weight_sparsity, "model.weight_sparsity")
+        check(isinstance(self.penalties, list), "model.penalties", self.penalties, "a list of penalty configs")
+        self.penalties = [from_dict(PenaltyConfig, p, f"model.penalties[{i}]") if isinstance(p, dict) else p
+                          for i, p in enumerate(self.penalties)]
+        # An MLP variant on a model without MLPs would be silently ignored: refuse it instead.
+        check(not (self.attn_only and self.mlp is not None), "model.mlp", getattr(self.mlp, "kind", self.mlp),
+              "null when attn_only is true (an attention-only model has no MLPs)")
+        for sub in (self.mlp, self.activation_sparsity, self.weight_sparsity):
+            validate = getattr(sub, "validate", None)
             if validate is not None:
                 validate(self)
+        for i, penalty in enumerate(self.penalties):
+            check(isinstance(penalty, PenaltyConfig), f"model.penalties[{i}]", penalty, "a PenaltyConfig")
+            penalty.validate(self, f"model.penalties[{i}]")
 
     @property
     def head_dim(self) -> int:
@@ -151,7 +179,7 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
     Unknown keys are refused with a message listing the allowed ones.
 
     Example:
-        >>> from_dict(ModelConfig, {"d_model": 64, "n_heads": 2}, "model").d_head
+        >>> from_dict(ModelConfig, {"d_model": 64, "n_heads": 2}, "model").head_dim
         32
     """
     check(isinstance(d, dict), prefix, d, f"a mapping of {cls.__name__} fields")

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glassformer.archs.activation_sparsity import site_modules
 from glassformer.archs.config import ModelConfig
 from glassformer.archs.hooks import HookedModule, HookPoint
+from glassformer.archs.penalties import Penalties
 
 
 class Norm(nn.Module):
@@ -59,10 +61,11 @@ class Attention(nn.Module):
     """Causal multi-head attention through ``scaled_dot_product_attention``.
 
     The pattern (``hook_pattern``) and the per-head outputs (``hook_result``) are computed only while a hook is
-    attached to them, so training pays nothing for them.
+    attached to them, so training pays nothing for them. With activation sparsity at ``q``/``k``/``v`` the
+    projections keep their largest-magnitude entries (all heads of a token together) before their hooks.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, sparsify: dict[str, nn.Module | None] | None = None):
         super().__init__()
         self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
         inner = cfg.n_heads * cfg.head_dim
@@ -71,6 +74,8 @@ class Attention(nn.Module):
         self.W_V = nn.Linear(cfg.d_model, inner)
         self.W_O = nn.Linear(inner, cfg.d_model)
         self.rotary = Rotary(cfg) if cfg.positional == "rotary" else None
+        sparsify = sparsify or {}
+        self.sparsify_q, self.sparsify_k, self.sparsify_v = (sparsify.get(s) for s in ("q", "k", "v"))
         self.hook_q = HookPoint()  # (B, T, n_heads, d_head)
         self.hook_k = HookPoint()  # (B, T, n_heads, d_head)
         self.hook_v = HookPoint()  # (B, T, n_heads, d_head)
@@ -90,9 +95,14 @@ class Attention(nn.Module):
         return torch.einsum("bthd,hed->bthe", x, W) + b
 
     def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor) -> Tensor:
-        q = self.hook_q(self.project(x_q, self.W_Q))
-        k = self.hook_k(self.project(x_k, self.W_K))
-        v = self.hook_v(self.project(x_v, self.W_V))
+        q, k, v = self.project(x_q, self.W_Q), self.project(x_k, self.W_K), self.project(x_v, self.W_V)
+        if self.sparsify_q is not None:
+            q = self.sparsify_q(q)
+        if self.sparsify_k is not None:
+            k = self.sparsify_k(k)
+        if self.sparsify_v is not None:
+            v = self.sparsify_v(v)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)  # (B, T, n_heads, d_head)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, d_head)
@@ -119,6 +129,9 @@ class Block(nn.Module):
     Each reader applies its own norm, so when ``hook_q_input``/``hook_k_input``/``hook_v_input`` are hooked every
     head reads a separate copy of the residual stream (B, T, n_heads, d_model) and edges into q, k and v can be
     patched one at a time.
+
+    Activation sparsity (AbsTopK) sits after each norm (``attn_in``, ``mlp_in``) and on what each sublayer writes
+    (``attn_out``, ``mlp_out``, before ``hook_attn_out`` / ``hook_mlp_out``); a site that is off is None.
     """
 
     def __init__(self, cfg: ModelConfig, index: int):
@@ -132,31 +145,46 @@ class Block(nn.Module):
         self.hook_q_input = HookPoint()  # (B, T, n_heads, d_model), only when hooked
         self.hook_k_input = HookPoint()
         self.hook_v_input = HookPoint()
-        self.attn = Attention(cfg)
+        sparsify = site_modules(cfg)
+        self.sparsify_attn_in, self.sparsify_attn_out = sparsify["attn_in"], sparsify["attn_out"]
+        self.attn = Attention(cfg, sparsify)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.mlp: nn.Module | None = None
         if not cfg.attn_only:
             self.hook_mlp_in = HookPoint()
             self.ln2 = Norm(cfg)
+            self.sparsify_mlp_in, self.sparsify_mlp_out = sparsify["mlp_in"], sparsify["mlp_out"]
             self.mlp = MLP_REGISTRY.build(cfg.mlp_config, cfg)
             self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
+
+    def attn_input(self, resid: Tensor) -> Tensor:
+        """What attention reads: the normalised residual stream, sparsified when ``attn_in`` is on."""
+        x = self.ln1(resid)
+        return self.sparsify_attn_in(x) if self.sparsify_attn_in is not None else x
 
     def forward(self, resid: Tensor) -> Tensor:
         resid = self.hook_resid_pre(resid)
         if self.hook_q_input.active or self.hook_k_input.active or self.hook_v_input.active:
             per_head = resid.unsqueeze(2).expand(-1, -1, self.n_heads, -1)
-            x_q = self.ln1(self.hook_q_input(per_head))
-            x_k = self.ln1(self.hook_k_input(per_head))
-            x_v = self.ln1(self.hook_v_input(per_head))
+            x_q = self.attn_input(self.hook_q_input(per_head))
+            x_k = self.attn_input(self.hook_k_input(per_head))
+            x_v = self.attn_input(self.hook_v_input(per_head))
             attn_out = self.attn(x_q, x_k, x_v)
         else:
-            x = self.ln1(resid)
+            x = self.attn_input(resid)
             attn_out = self.attn(x, x, x)
+        if self.sparsify_attn_out is not None:
+            attn_out = self.sparsify_attn_out(attn_out)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
         if self.mlp is not None:
-            mlp_out = self.mlp(self.ln2(self.hook_mlp_in(resid)))
+            x = self.ln2(self.hook_mlp_in(resid))
+            if self.sparsify_mlp_in is not None:
+                x = self.sparsify_mlp_in(x)
+            mlp_out = self.mlp(x)
+            if self.sparsify_mlp_out is not None:
+                mlp_out = self.sparsify_mlp_out(mlp_out)
             resid = resid + self.hook_mlp_out(mlp_out)
         return self.hook_resid_post(resid)
 
@@ -181,6 +209,7 @@ class Transformer(HookedModule):
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.ln_final = Norm(cfg)
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.penalties = Penalties(cfg.penalties, self.penalty_matrices, cfg.kernels) if cfg.penalties else None
         self.reset_parameters()
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
@@ -227,6 +256,67 @@ class Transformer(HookedModule):
             for name, value in module.aux_losses().items():
                 total[name] = total[name] + value if name in total else value
         return total
+
+    def on_train_step(self, step: int, max_steps: int) -> None:
+        """Tell every submodule that defines ``on_train_step`` (penalty warmup, ...) where training stands.
+
+        The training loop calls this once per optimizer step, before the forward.
+
+        Example:
+            >>> from glassformer.archs import build_model, presets
+            >>> build_model(presets.get("debug")).on_train_step(0, 100)
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "on_train_step"):
+                module.on_train_step(step, max_steps)
+
+    def stats(self) -> dict[str, float]:
+        """What the constraints control, as floats for logging.
+
+        Each MLP's ``stats()`` (e.g. ``l0``, ``dead_fraction``) becomes ``sparsity/<name>/layer{i}`` plus the mean
+        over layers ``sparsity/<name>``; the penalties add ``ortho/max_cos`` and ``ortho/max_cos/<target>``.
+
+        Example:
+            >>> from glassformer.archs import build_model, presets
+            >>> build_model(presets.get("debug")).stats()
+            {}
+        """
+        out: dict[str, float] = {}
+        per_layer: dict[str, list[float]] = {}
+        for i, block in enumerate(self.blocks):
+            mlp_stats = getattr(block.mlp, "stats", None)
+            for name, value in (mlp_stats() if mlp_stats is not None else {}).items():
+                out[f"sparsity/{name}/layer{i}"] = value
+                per_layer.setdefault(name, []).append(value)
+        for name, values in per_layer.items():
+            out[f"sparsity/{name}"] = sum(values) / len(values)
+        if self.penalties is not None:
+            out.update(self.penalties.stats())
+        return out
+
+    def _mlps(self) -> list[nn.Module]:
+        return [block.mlp for block in self.blocks if block.mlp is not None]
+
+    def penalty_matrices(self, target: str) -> list[Tensor]:
+        """The (M, D) matrices whose rows an orthogonality penalty on ``target`` acts on, one per layer.
+
+        Example:
+            >>> from glassformer.archs import build_model, presets
+            >>> [tuple(W.shape) for W in build_model(presets.get("debug")).penalty_matrices("W_O")]
+            [(64, 64), (64, 64)]
+        """
+        if target == "embed":
+            return [self.embed.weight]  # (d_vocab, d_model)
+        if target == "unembed":
+            return [self.unembed.weight]  # (d_vocab, d_model)
+        if target == "W_O":
+            return [block.attn.W_O.weight.T for block in self.blocks]  # (n_heads * d_head, d_model)
+        if target == "mlp_out":
+            return [mlp.output_weights() for mlp in self._mlps()]  # (d_mlp or n_latents, d_model)
+        if target == "transcoder_decoder":
+            return [mlp.W_dec for mlp in self._mlps()]  # (n_latents, d_model)
+        raise ValueError(f"target={target!r} is not allowed: expected transcoder_decoder, W_O, mlp_out, embed, "
+                         "or unembed")
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameter count (shared tensors counted once).

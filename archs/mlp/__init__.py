@@ -5,10 +5,14 @@ registry in ``glassformer.archs`` maps each ``kind`` to its module. ``tests/arch
 the two agree.
 """
 
-from typing import Union
-
 from glassformer.archs.mlp.dense import DenseMLP, DenseMLPConfig
+from glassformer.archs.mlp.solu import SoLUMLP, SoLUMLPConfig
+from glassformer.archs.mlp.topk import TopKMLP, TopKMLPConfig
+from glassformer.archs.mlp.transcoder import DeadLatentTracker, Transcoder, TranscoderConfig
 
-MLPConfig = Union[DenseMLPConfig]
+MLPConfig = DenseMLPConfig | TopKMLPConfig | SoLUMLPConfig | TranscoderConfig
 
-__all__ = ["MLPConfig", "DenseMLP", "DenseMLPConfig"]
+__all__ = [
+    "MLPConfig", "DenseMLP", "DenseMLPConfig", "TopKMLP", "TopKMLPConfig", "SoLUMLP", "SoLUMLPConfig",
+    "Transcoder", "TranscoderConfig", "DeadLatentTracker",
+]

@@ -1,0 +1,86 @@
+"""Lightning callbacks for the constraints that act between optimizer steps.
+
+``WeightSparsityCallback`` applies ``glassformer.archs.weight_sparsity`` to the LightningModule's ``model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from glassformer.archs.weight_sparsity import (
+    WeightSparsityConfig,
+    density,
+    fraction_at,
+    lr_scale_at,
+    project_,
+    zero_pruned_state_,
+)
+
+
+class WeightSparsityCallback(Callback):
+    """Project the weights after every optimizer step and once at fit start, zeroing pruned entries' Adam state.
+
+    Reads ``pl_module.model.cfg.weight_sparsity`` unless a config is given. Sets ``pl_module.lr_scale`` (the
+    module multiplies it into its schedule) to ``sqrt(target / current)`` when ``lr_scaling`` is on, and logs
+    ``weights/density`` (kept fraction of every covered tensor) and ``weights/lr_scale``. With gradient
+    accumulation it projects only on batches that ended with an optimizer step.
+
+    Example:
+        >>> from lightning.pytorch import Trainer  # doctest: +SKIP
+        >>> Trainer(callbacks=[WeightSparsityCallback()])  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: WeightSparsityConfig | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self._last_step: int | None = None
+        self.last_density = 1.0
+
+    @staticmethod
+    def _model(pl_module: LightningModule) -> Any:
+        return getattr(pl_module, "model", pl_module)
+
+    def _config(self, model: Any) -> WeightSparsityConfig:
+        cfg = self.cfg if self.cfg is not None else getattr(getattr(model, "cfg", None), "weight_sparsity", None)
+        if cfg is None:
+            raise ValueError("WeightSparsityCallback needs cfg=WeightSparsityConfig(...) or a model whose "
+                             "cfg.weight_sparsity is set (model.weight_sparsity in the YAML)")
+        return cfg
+
+    @staticmethod
+    def _max_steps(trainer: Trainer, pl_module: LightningModule) -> int:
+        max_steps = getattr(trainer, "max_steps", -1)
+        if max_steps is None or max_steps < 0:
+            max_steps = getattr(pl_module, "max_steps", None)
+        if not max_steps or max_steps < 0:
+            raise ValueError("WeightSparsityCallback needs trainer.max_steps (or pl_module.max_steps) to anneal")
+        return int(max_steps)
+
+    def project(self, trainer: Trainer, pl_module: LightningModule, step: int) -> float:
+        """Project to the scheduled fraction at ``step``; returns the density of the covered weights."""
+        model = self._model(pl_module)
+        cfg = self._config(model)
+        max_steps = self._max_steps(trainer, pl_module)
+        masks = project_(model, fraction_at(step, max_steps, cfg), cfg)
+        for optimizer in trainer.optimizers:
+            zero_pruned_state_(optimizer, model, masks)
+        pl_module.lr_scale = lr_scale_at(step, max_steps, cfg)
+        self.last_density = density(model, masks)
+        return self.last_density
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # So the very first forward already sees the scheduled density (and the scaled learning rate).
+        self._last_step = trainer.global_step
+        self.project(trainer, pl_module, trainer.global_step)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step  # already counts the optimizer step that just ran
+        if step == self._last_step:
+            return
+        self._last_step = step
+        value = self.project(trainer, pl_module, step)
+        pl_module.log("weights/density", value)
+        pl_module.log("weights/lr_scale", float(pl_module.lr_scale))
