@@ -152,6 +152,50 @@ def build_parser():
     return auto_parser(COMMANDS, as_positional=True)
 
 
+UNION_FIELDS = ("--model.mlp",)
+"""Flags whose type is a union of dataclasses (the MLP variant, chosen by ``kind``)."""
+
+
+def merge_union_flags(argv: list[str]) -> list[str]:
+    """Rewrite ``--model.mlp.k 16`` into the mapping form ``--model.mlp '{"k": 16}'``.
+
+    jsonargparse resolves a dotted flag under a union of dataclasses against the first member that has the field,
+    silently dropping the ``kind`` (and the other values) that a YAML file set; the mapping form merges into the
+    current value instead. Values are read as YAML scalars, as jsonargparse itself would read them.
+
+    Example:
+        >>> merge_union_flags(["train", "--model.mlp.k", "16", "--model.mlp.skip=true"])
+        ['train', '--model.mlp', '{"k": 16, "skip": true}']
+    """
+    import json
+
+    import yaml
+
+    out: list[str] = []
+    merged: dict[str, dict] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        prefix = next((p for p in UNION_FIELDS if arg.startswith(p + ".")), None)
+        if prefix is None:
+            out.append(arg)
+            i += 1
+            continue
+        key, eq, value = arg[len(prefix) + 1 :].partition("=")
+        if not eq:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{arg} needs a value")
+            value, i = argv[i + 1], i + 1
+        i += 1
+        if prefix not in merged:
+            merged[prefix] = {}
+            out.extend([prefix, ""])  # placeholder, filled below, at the position of the first such flag
+        merged[prefix][key] = yaml.safe_load(value)
+    for prefix, values in merged.items():
+        out[out.index(prefix) + 1] = json.dumps(values)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``glassformer`` console script.
 
@@ -162,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="glassformer: %(message)s")
     try:
-        CLI(COMMANDS, args=argv, as_positional=True)
+        args = merge_union_flags(list(sys.argv[1:] if argv is None else argv))
+        CLI(COMMANDS, args=args, as_positional=True)
     except USER_ERRORS as e:
         if os.environ.get("GLASSFORMER_DEBUG"):
             raise

@@ -30,6 +30,18 @@ def test_every_shipped_yaml_parses_and_builds(name):
     assert cfg.trainer.max_steps > 0
 
 
+def test_a_flag_on_the_mlp_variant_keeps_the_yaml_kind_and_other_fields():
+    from glassformer.training.cli import merge_union_flags
+
+    base = parse_train("--config", str(ROOT / "configs" / "transcoder.yaml")).model.mlp
+    args = merge_union_flags(["--config", str(ROOT / "configs" / "transcoder.yaml"), "--model.mlp.k", "16",
+                              "--model.mlp.skip=true"])
+    mlp = parse_train(*args).model.mlp
+    assert mlp.kind == "transcoder" == base.kind
+    assert (mlp.k, mlp.skip) == (16, True)
+    assert mlp.expansion_factor == base.expansion_factor and mlp.activation == base.activation
+
+
 @pytest.mark.parametrize(
     "flags, field",
     [
