@@ -95,8 +95,16 @@ def fit(
     trainer_cfg: TrainerConfig,
     out: str | Path,
     resume: bool = False,
+    *,
+    module: LanguageModel | None = None,
+    tokenizer: Any = None,
+    extra_training_info: dict[str, Any] | None = None,
 ) -> Path:
     """Train a model and write its model directory to ``out`` (Lightning checkpoints go to ``out/checkpoints``).
+
+    Fine-tuning passes a ready ``module`` (a :class:`LanguageModel` holding converted weights, possibly a
+    subclass with extra loss terms), the parent's ``tokenizer`` (so the corpus is tokenised as the parent was),
+    and ``extra_training_info`` (e.g. ``{"parent": ...}``) to record in training.json.
 
     Example:
         >>> from glassformer.archs import presets
@@ -107,12 +115,14 @@ def fit(
 
     out = Path(out)
     started = time.time()
-    prepared = prepare_data(data_cfg, model_cfg.d_vocab)
+    prepared = prepare_data(data_cfg, model_cfg.d_vocab, tokenizer=tokenizer)
     n_tok = prepared.tokenizer.get_vocab_size()
     if n_tok > model_cfg.d_vocab:
         raise ValueError(f"the tokenizer has {n_tok} tokens but model.d_vocab={model_cfg.d_vocab}")
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
-    module = LanguageModel(model_cfg.to_dict(), optim_dict(optim_cfg), trainer_cfg.max_steps, trainer_cfg.log_every)
+    if module is None:
+        module = LanguageModel(model_cfg.to_dict(), optim_dict(optim_cfg), trainer_cfg.max_steps,
+                               trainer_cfg.log_every)
     dm = TokenWindowDataModule(
         prepared.train_tokens, prepared.val_tokens, n_ctx=model_cfg.n_ctx, batch_size=trainer_cfg.batch_size,
         seed=trainer_cfg.seed, max_steps=trainer_cfg.max_steps, val_batches=trainer_cfg.val_batches,
@@ -166,6 +176,7 @@ def fit(
             "config": {"data": asdict(data_cfg), "optim": optim_dict(optim_cfg), "trainer": asdict(trainer_cfg)},
             "versions": software_versions(),
             "command": sys.argv,
+            **(extra_training_info or {}),
         }
         save_model_dir(out, module.model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
     return out
