@@ -71,3 +71,15 @@ def test_each_variant_yaml_model_section_loads_and_builds(name):
     cfg = ModelConfig.from_dict(raw["model"])
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     build_model(cfg)
+
+
+def test_readme_table_of_variants_is_the_generated_one():
+    from pathlib import Path
+
+    from glassformer.archs import MLP_REGISTRY, variants_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- variants:start -->\n")[1].split("\n<!-- variants:end -->")[0]
+    assert section == variants_markdown()
+    for name in MLP_REGISTRY.names():
+        assert f"`model.mlp.kind: {name}`" in section
