@@ -46,6 +46,8 @@ class DataConfig:
     """Glob patterns for the ``files`` source, e.g. ``["src/**/*.py", "notes/*.jsonl"]``."""
     name: str | None = None
     """Dataset name (or local dataset folder) for the ``hf`` source."""
+    config_name: str | None = None
+    """Configuration (subset) of the ``hf`` dataset, e.g. ``wikitext-2-raw-v1``."""
     split: str = "train"
     """Split of the ``hf`` dataset to read."""
     text_field: str = "text"

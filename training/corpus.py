@@ -198,7 +198,7 @@ def _load_hf(cfg: DataConfig) -> Any:
         log.warning("the Hugging Face Hub cannot be reached: datasets will retry it (~20 s) before using the cache; "
                     "set HF_DATASETS_OFFLINE=1 to skip that")
     try:
-        return datasets.load_dataset(cfg.name, split=cfg.split)
+        return datasets.load_dataset(cfg.name, cfg.config_name, split=cfg.split)
     except ConnectionError as e:
         raise ConfigError(f"data.name={cfg.name!r}: the dataset could not be loaded from the cache or the "
                           f"Hugging Face Hub ({e})") from e
