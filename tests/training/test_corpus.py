@@ -283,13 +283,14 @@ def test_hf_dataset_found_in_the_local_cache_is_loaded_through_datasets(monkeypa
     (tmp_path / "somebody___small_code" / "default" / "0.0.0" / "abc").mkdir(parents=True)
     calls = []
 
-    def fake_load(name, split):
-        calls.append((name, split))
+    def fake_load(name, config_name, split):
+        calls.append((name, config_name, split))
         return datasets.Dataset.from_dict({"text": ["a = 1\n", "b = 2\n"]})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    docs = list(iter_documents(DataConfig(source="hf", name="somebody/SmallCode", split="train")))
-    assert calls == [("somebody/SmallCode", "train")]
+    docs = list(iter_documents(DataConfig(source="hf", name="somebody/SmallCode", config_name="python",
+                                          split="train")))
+    assert calls == [("somebody/SmallCode", "python", "train")]
     assert [d.text for d in docs] == ["a = 1\n", "b = 2\n"]
 
 
