@@ -1,0 +1,333 @@
+"""Learned node masks (Gao et al. 2025) and the circuit size at a fixed task loss.
+
+Training: every node i has a gate ``H(tau_i)``: the Heaviside step in the forward pass, the derivative of
+``sigmoid(tau / temperature)`` in the backward pass (a surrogate gradient), ``tau`` clamped to [-1, 1] after each
+step. Pruned nodes take their ablated value (mean over corpus tokens, or zero; see :class:`GatedModel`). The loss
+is ``task loss + k_coef * (number of active nodes)`` with the task loss the binary cross-entropy over the two
+answers; Adam (betas 0.9, 0.95), the learning rate decaying linearly to zero, every ``tau`` starting at ``init``
+plus seeded noise (all nodes active).
+
+Size at the target: nodes are ranked by ``tau`` (descending, ties by index) and the circuit C_k keeps the first k;
+:func:`smallest_circuit` bisects k for the smallest circuit whose task loss, measured by running the model with
+every other node ablated, is at most the target (0.15 by default). The search starts from the bracket (empty
+circuit, the learned mask); loss need not be monotone in k, so the answer is the smallest size found with the
+size one below failing.
+
+The seeded search (:data:`DEFAULT_SEARCH`): one mask per ``(k_coef, lr)`` pair, each with its own seed, trained on
+the training pairs; the pair whose ranking gives the smallest circuit at the target on the training pairs is
+chosen, and its size is then measured on the held-out pairs (so a circuit that only fits the pairs it was trained
+on does not count). Nothing else (temperature, init, steps, betas) is searched.
+
+Example:
+    >>> heaviside(torch.tensor([-0.5, 0.0, 0.5])).tolist()
+    [0.0, 0.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from glassformer.analysis.nodes import GatedModel
+from glassformer.analysis.tasks.base import TaskBatch, logit_diff
+
+DEFAULT_TARGET_LOSS = 0.15
+"""Gao et al.'s target task loss (nats, binary cross-entropy over the two answers)."""
+DEFAULT_SEARCH: tuple[tuple[float, float], ...] = ((1e-3, 1e-2), (1e-3, 5e-2), (1e-2, 1e-2), (1e-2, 5e-2))
+"""(k_coef, learning rate) pairs tried per task: k_coef sets the loss at which pruning stops paying (a node stays
+while its marginal task-loss gradient exceeds about k_coef / 4); the learning rate, with Adam, sets how many steps
+a node takes to cross from +init to below zero (0.1 / lr)."""
+
+
+class HeavisideSurrogate(torch.autograd.Function):
+    """``H(tau) = 1[tau > 0]`` forward; ``sigmoid'(tau / T) / T`` times the incoming gradient backward."""
+
+    @staticmethod
+    def forward(ctx: Any, tau: Tensor, temperature: float) -> Tensor:
+        ctx.save_for_backward(tau)
+        ctx.temperature = temperature
+        return (tau > 0).to(tau.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (tau,) = ctx.saved_tensors
+        s = torch.sigmoid(tau / ctx.temperature)
+        return grad * s * (1 - s) / ctx.temperature, None
+
+
+def heaviside(tau: Tensor, temperature: float = 1.0) -> Tensor:
+    """Gates ``H(tau)`` with the sigmoid surrogate gradient (see :class:`HeavisideSurrogate`).
+
+    Example:
+        >>> tau = torch.tensor([0.0], requires_grad=True)
+        >>> heaviside(tau, 1.0).sum().backward(); tau.grad.tolist()  # sigmoid'(0) = 1/4
+        [0.25]
+    """
+    return HeavisideSurrogate.apply(tau, temperature)
+
+
+@dataclass
+class MaskSettings:
+    """How masks are trained and searched; every field is recorded in analysis.json."""
+
+    steps: int = 200
+    """Optimizer steps per mask (one step sees every training pair)."""
+    search: tuple[tuple[float, float], ...] = DEFAULT_SEARCH
+    """(k_coef, learning rate) pairs tried; one mask each."""
+    temperature: float = 1.0
+    """Temperature of the sigmoid whose derivative is the surrogate gradient (1: nearly straight-through on
+    [-1, 1], where sigmoid' stays within [0.20, 0.25])."""
+    init: float = 0.1
+    """Starting tau of every node (positive: the mask starts as the whole model)."""
+    init_noise: float = 0.01
+    """Std of the seeded noise added to ``init``, so ties between nodes break by chance, not by index."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    seed: int = 0
+    probes: int = 7
+    """Circuit sizes measured per bisection round (one batched forward)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "probes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"mask {name}={value!r} is not allowed: expected a positive integer")
+        if not self.search or any(len(p) != 2 or p[0] < 0 or p[1] <= 0 for p in self.search):
+            raise ValueError(f"mask search={self.search!r} is not allowed: expected a non-empty list of "
+                             "(k_coef >= 0, lr > 0) pairs")
+        if not self.temperature > 0 or not 0 < self.init <= 1 or self.init_noise < 0:
+            raise ValueError(f"mask temperature={self.temperature}, init={self.init}, init_noise={self.init_noise} "
+                             "are not allowed: expected temperature > 0, 0 < init <= 1, init_noise >= 0")
+
+    def record(self) -> dict[str, Any]:
+        return {"steps": self.steps, "search": [list(p) for p in self.search], "temperature": self.temperature,
+                "init": self.init, "init_noise": self.init_noise, "betas": list(self.betas), "seed": self.seed,
+                "probes": self.probes, "tau_clamp": [-1.0, 1.0], "optimizer": "adam, linear decay to 0"}
+
+
+def task_loss(logits: Tensor, batch: TaskBatch) -> Tensor:
+    """(K, B, d_vocab) last-position logits -> (K,) mean binary cross-entropy over the two answers.
+
+    Example:
+        >>> b = TaskBatch("t", torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1, dtype=torch.long),
+        ...               torch.zeros(1, dtype=torch.long), torch.tensor([0]), torch.tensor([1]))
+        >>> round(task_loss(torch.tensor([[[0.0, 0.0]]]), b).item(), 4)  # log 2
+        0.6931
+    """
+    return torch.stack([F.softplus(-logit_diff(lg[:, None], batch).float()).mean() for lg in logits])
+
+
+@dataclass
+class MaskRun:
+    """One trained mask: ``tau`` (n_nodes,) after the last step, and the loss terms along the way."""
+
+    tau: Tensor
+    k_coef: float
+    lr: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def active(self) -> int:
+        return int((self.tau > 0).sum())
+
+
+def train_mask(gated: GatedModel, *, k_coef: float, lr: float, settings: MaskSettings, seed: int) -> MaskRun:
+    """Train one node mask on ``gated``'s batch (every pair, every step); the model's weights stay frozen.
+
+    Example:
+        >>> run = train_mask(GatedModel(model, graph, batch, "mean", means), k_coef=1e-3, lr=1e-2,
+        ...                  settings=MaskSettings(steps=50), seed=0)  # doctest: +SKIP
+        >>> run.tau.abs().max() <= 1  # doctest: +SKIP
+        tensor(True)
+    """
+    start = time.perf_counter()
+    n = gated.graph.n_nodes
+    gen = torch.Generator().manual_seed(seed)
+    tau = (settings.init + settings.init_noise * torch.randn(n, generator=gen)).clamp(-1, 1)
+    tau = tau.to(gated.base.device).requires_grad_(True)
+    opt = torch.optim.Adam([tau], lr=lr, betas=settings.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / settings.steps)
+    history = []
+    every = max(1, settings.steps // 10)
+    params = list(gated.model.parameters())
+    frozen = [p.requires_grad for p in params]
+    try:
+        for p in params:  # gradients for the gates only: the weights' would be computed and thrown away
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            for step in range(settings.steps):
+                gates = heaviside(tau, settings.temperature)  # (n_nodes,)
+                loss_task = task_loss(gated.logits(gates[None]), gated.batch)[0]
+                active = gates.sum()
+                loss = loss_task + k_coef * active
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                with torch.no_grad():
+                    tau.clamp_(-1.0, 1.0)
+                if step % every == 0 or step + 1 == settings.steps:
+                    history.append({"step": step, "task_loss": float(loss_task.detach()),
+                                    "active": float(active.detach())})
+    finally:
+        for p, flag in zip(params, frozen, strict=True):
+            p.requires_grad_(flag)
+    return MaskRun(tau.detach(), k_coef, lr, time.perf_counter() - start, history)
+
+
+def rank_nodes(scores: Tensor) -> Tensor:
+    """Node indices by descending score, ties by index: C_k is the first k.
+
+    Example:
+        >>> rank_nodes(torch.tensor([0.5, 1.0, 0.5, -1.0])).tolist()
+        [1, 0, 2, 3]
+    """
+    return torch.sort(scores.float().cpu(), descending=True, stable=True).indices
+
+
+def circuit_loss_fn(gated: GatedModel, ranking: Tensor, max_tokens: int = 16384) -> Callable[[list[int]], list[float]]:
+    """A function sizes -> measured task loss of each circuit C_k (everything else ablated), batched.
+
+    Example:
+        >>> loss_at = circuit_loss_fn(GatedModel(model, graph, batch, "zero"), ranking)  # doctest: +SKIP
+        >>> loss_at([0, graph.n_nodes])  # doctest: +SKIP
+        [0.69, 0.03]
+    """
+    per = max(1, max_tokens // max(1, gated.batch.clean.numel()))
+    ranking = ranking.to(gated.base.device)
+
+    @torch.no_grad()
+    def loss_at(sizes: list[int]) -> list[float]:
+        out: list[float] = []
+        for first in range(0, len(sizes), per):
+            logits = gated.circuit_logits(ranking, sizes[first:first + per])
+            out.extend(task_loss(logits, gated.batch).tolist())
+        return out
+
+    return loss_at
+
+
+def smallest_circuit(loss_at: Callable[[list[int]], list[float]], n_nodes: int, target: float,
+                     hint: int | None = None, probes: int = 7) -> dict[str, Any]:
+    """The smallest k whose measured loss is at most ``target``, bisecting between the empty circuit and ``hint``
+    (the learned mask's size; the whole model when it fails or is not given).
+
+    Returns ``nodes`` (None when neither the hint nor the whole model reaches the target), ``loss`` (at ``nodes``,
+    else the lowest loss measured), ``reached``, ``loss_full`` (the whole model), ``loss_empty``, ``bracket``
+    ([largest failing size below, nodes]) and ``evaluations`` (sizes measured).
+
+    Example:
+        >>> losses = [0.9, 0.7, 0.4, 0.2, 0.1, 0.05]  # C_0 .. C_5
+        >>> smallest_circuit(lambda ks: [losses[k] for k in ks], 5, 0.15)["nodes"]
+        4
+    """
+    known: dict[int, float] = {}
+
+    def measure(ks: list[int]) -> None:
+        ks = sorted({k for k in ks if k not in known})
+        if ks:
+            known.update(zip(ks, loss_at(ks), strict=True))
+
+    hint = n_nodes if hint is None else max(0, min(int(hint), n_nodes))
+    measure([0, hint, n_nodes])
+    base = {"loss_full": known[n_nodes], "loss_empty": known[0], "target": target}
+    if known[0] <= target:
+        return {**base, "nodes": 0, "loss": known[0], "reached": True, "bracket": [0, 0], "evaluations": len(known)}
+    hi = hint if known[hint] <= target else n_nodes
+    if known[hi] > target:
+        return {**base, "nodes": None, "loss": min(known.values()), "reached": False, "bracket": None,
+                "evaluations": len(known)}
+    lo = 0
+    while hi - lo > 1:
+        step = (hi - lo) / (probes + 1)
+        measure([lo + round(step * i) for i in range(1, probes + 1)] + [(lo + hi) // 2])
+        inside = sorted(k for k in known if lo <= k <= hi)
+        hi = next(k for k in inside if known[k] <= target)
+        lo = max(k for k in inside if k < hi)
+    return {**base, "nodes": hi, "loss": known[hi], "reached": True, "bracket": [lo, hi], "evaluations": len(known)}
+
+
+def split_pairs(batch: TaskBatch, holdout: float) -> tuple[TaskBatch, TaskBatch]:
+    """(training pairs, held-out pairs): the last ``round(holdout * B)`` pairs are held out (at least one of each
+    when ``0 < holdout < 1`` and B >= 2); ``holdout=0`` trains and measures on the same pairs.
+
+    Example:
+        >>> b = TaskBatch("t", torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long),
+        ...               torch.zeros(4, dtype=torch.long), torch.arange(4), torch.arange(4) + 4)
+        >>> [s.correct.tolist() for s in split_pairs(b, 0.5)]
+        [[0, 1], [2, 3]]
+    """
+    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout={holdout!r} is not allowed: expected a fraction in [0, 1)")
+    B = len(batch)
+    if holdout == 0 or B < 2:
+        return batch, batch
+    n_eval = min(B - 1, max(1, round(holdout * B)))
+    return subset(batch, slice(0, B - n_eval)), subset(batch, slice(B - n_eval, B))
+
+
+def subset(batch: TaskBatch, idx: slice) -> TaskBatch:
+    from dataclasses import replace
+
+    return replace(batch, clean=batch.clean[idx], corrupt=batch.corrupt[idx], last=batch.last[idx],
+                   correct=batch.correct[idx], alternative=batch.alternative[idx], pairs=batch.pairs[idx])
+
+
+def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, ablation: str,
+                  means: Tensor | None, target: float = DEFAULT_TARGET_LOSS,
+                  settings: MaskSettings | None = None) -> dict[str, Any]:
+    """The seeded search over ``settings.search``, then the size at ``target`` on the held-out pairs.
+
+    Returns the held-out result of :func:`smallest_circuit` plus ``tau`` (the chosen mask), ``ranking``, ``keep``
+    (bool (n_nodes,), the circuit; None when the target is not reached), ``chosen`` ({k_coef, lr}) and ``search``
+    (per pair: active nodes after training, size and loss on the training pairs, seconds).
+
+    Example:
+        >>> out = learn_circuit(model, graph, train, heldout, "mean", means)  # doctest: +SKIP
+        >>> out["nodes"], out["loss"] <= 0.15  # doctest: +SKIP
+        (12, True)
+    """
+    settings = settings or MaskSettings()
+    gated_train = GatedModel(model, graph, train, ablation, means)
+    search, candidates = [], []
+    for i, (k_coef, lr) in enumerate(settings.search):
+        run = train_mask(gated_train, k_coef=k_coef, lr=lr, settings=settings, seed=settings.seed + i)
+        ranking = rank_nodes(run.tau)
+        found = smallest_circuit(circuit_loss_fn(gated_train, ranking), graph.n_nodes, target, hint=run.active,
+                                 probes=settings.probes)
+        search.append({"k_coef": k_coef, "lr": lr, "active": run.active, "train_nodes": found["nodes"],
+                       "train_loss": found["loss"], "final_task_loss": run.history[-1]["task_loss"],
+                       "seconds": run.seconds})
+        candidates.append((run, ranking, found))
+    # Smallest training circuit that reaches the target; if none does, the lowest training loss.
+    reached = [c for c in candidates if c[2]["reached"]]
+    run, ranking, _ = (min(reached, key=lambda c: (c[2]["nodes"], c[2]["loss"])) if reached
+                       else min(candidates, key=lambda c: c[2]["loss"]))
+    gated_eval = GatedModel(model, graph, heldout, ablation, means)
+    result = smallest_circuit(circuit_loss_fn(gated_eval, ranking), graph.n_nodes, target, hint=run.active,
+                              probes=settings.probes)
+    keep = None
+    if result["reached"]:
+        keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
+        keep[ranking[: result["nodes"]]] = True
+    return {**result, "tau": run.tau.cpu(), "ranking": ranking, "keep": keep, "active": run.active,
+            "chosen": {"k_coef": run.k_coef, "lr": run.lr}, "search": search}
+
+
+def geometric_mean_or_none(values: list[float | None]) -> float | None:
+    """Geometric mean of the positive values (sizes of 0 count as 1 node, so one empty circuit does not zero
+    the mean); None when no value is given.
+
+    Example:
+        >>> geometric_mean_or_none([4, 16, None]), geometric_mean_or_none([None])
+        (8.0, None)
+    """
+    vals = [max(float(v), 1.0) for v in values if v is not None]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None

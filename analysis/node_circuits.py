@@ -1,0 +1,191 @@
+"""Node-level circuits per task: size at a fixed task loss, by learned masks or by attribution, with controls.
+
+For each subject (``model``, and the controls ``random_init``, a freshly initialised model of the same config,
+and ``shuffled_labels``, the task with each pair's answers swapped at random), the pairs are split into training
+pairs and held-out pairs (``holdout``). ``mask`` learns node masks on the training pairs (the seeded search of
+:mod:`glassformer.analysis.masks` for the model; the controls reuse the (k_coef, lr) chosen for it);
+``eap-ig`` / ``eap`` score nodes on them (:mod:`node_attribution`). Either way
+the nodes are ranked and the circuit size at the target loss is bisected on the held-out pairs, each size
+measured by running the model with every node outside the circuit ablated. A subject that cannot reach the
+target is reported as such (``reached`` false, ``nodes`` None, the lowest loss found), never dropped. With
+``mask`` the EAP-IG scores of the same training pairs are compared with the mask (``agreement``).
+
+Example:
+    >>> sorted(NODE_METHODS)
+    ['eap', 'eap-ig', 'mask']
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from glassformer.analysis.masks import (
+    MaskSettings,
+    circuit_loss_fn,
+    geometric_mean_or_none,
+    learn_circuit,
+    rank_nodes,
+    smallest_circuit,
+    split_pairs,
+)
+from glassformer.analysis.node_attribution import NODE_SCORES, agreement, attribute_nodes
+from glassformer.analysis.nodes import GatedModel, NodeGraph
+from glassformer.analysis.tasks.base import TaskBatch
+
+NODE_METHODS: dict[str, str] = {
+    "mask": "learned node masks (Gao et al. 2025): a seeded search over (k_coef, lr), then bisection",
+    **NODE_SCORES,
+}
+WHO = ("model", "random_init", "shuffled_labels")
+MAX_CIRCUIT_NAMES = 200
+RUN_KEYS = ("level", "method", "ablation", "target_loss", "holdout", "n_pairs", "seed", "controls")
+
+
+def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: str, means: Any,
+                settings: dict[str, Any], mask: MaskSettings | None = None) -> dict[str, Any]:
+    """One subject: the circuit at ``settings["target_loss"]`` by ``settings["method"]`` (masks trained as
+    ``mask`` says), its edges, timings.
+
+    Example:
+        >>> circuit_for(model, graph, batch, "mean", means, {"method": "eap-ig", "target_loss": 0.15,
+        ...             "holdout": 0.5, "ig_steps": 5})["reached"]  # doctest: +SKIP
+        True
+    """
+    start = time.perf_counter()
+    method, target = settings["method"], settings["target_loss"]
+    train, heldout = split_pairs(batch, settings["holdout"])
+    gated_train = GatedModel(model, graph, train, ablation, means)
+    att = attribute_nodes("eap-ig" if method == "mask" else method, gated_train, ig_steps=settings["ig_steps"])
+    if method == "mask":
+        out = learn_circuit(model, graph, train, heldout, ablation, means, target, mask)
+        out["agreement"] = {"method": "eap-ig", **agreement(out["keep"], out["tau"], att.scores)}
+        scores = out["tau"]
+    else:
+        ranking = rank_nodes(att.scores)
+        gated_eval = GatedModel(model, graph, heldout, ablation, means)
+        out = smallest_circuit(circuit_loss_fn(gated_eval, ranking), graph.n_nodes, target)
+        out["ranking"], out["keep"] = ranking, None
+        if out["reached"]:
+            out["keep"] = torch.zeros(graph.n_nodes, dtype=torch.bool)
+            out["keep"][ranking[: out["nodes"]]] = True
+        scores = att.scores
+    keep = out["keep"]
+    out["edges"] = graph.edges(model, keep)["total"] if keep is not None else None
+    out["nodes_by_kind"] = graph.kinds(keep) if keep is not None else None
+    out["top_nodes"] = [[graph.node_name(i), float(scores[i])] for i in out["ranking"][:20].tolist()]
+    out["train_pairs"], out["heldout_pairs"] = len(train), len(heldout)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph, subjects: dict[str, Any],
+                 means: dict[str, Any], settings: dict[str, Any], mask: MaskSettings | None = None
+                 ) -> dict[str, Any]:
+    """The node-level entry of one task in analysis.json (see the layout in ``analyze.py``); ``settings`` as
+    analysis.json records them, ``mask`` the mask training (default :class:`MaskSettings`).
+
+    Example:
+        >>> analyze_task("induction", "", batch, graph, {"model": model}, {"model": means},
+        ...              settings)["circuits"][0]["nodes"]["model"]  # doctest: +SKIP
+        14
+    """
+    from glassformer.analysis.capability import task_capability
+
+    start = time.perf_counter()
+    runs = {"model": (subjects["model"], batch, means["model"])}
+    if settings["controls"]:
+        runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
+        runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(settings["seed"]), means["model"])
+    found = {"model": circuit_for(*runs["model"][:2], settings["ablation"], runs["model"][2], settings, mask)}
+    if settings["method"] == "mask":
+        # The controls reuse the (k_coef, lr) chosen for the model: the same procedure, a third of the cost.
+        chosen = found["model"]["chosen"]
+        mask = replace(mask or MaskSettings(), search=((chosen["k_coef"], chosen["lr"]),))
+    for who, (m, b, mu) in runs.items():
+        if who != "model":
+            found[who] = circuit_for(m, graph, b, settings["ablation"], mu, settings, mask)
+    c: dict[str, Any] = {key: settings[key] for key in RUN_KEYS}
+    c.update(selection=settings["method"], n_nodes_total=graph.n_nodes)
+    for key in ("nodes", "edges", "loss", "reached", "loss_full", "loss_empty", "bracket", "nodes_by_kind",
+                "top_nodes", "train_pairs", "heldout_pairs", "seconds"):
+        c[key] = {who: found.get(who, {}).get(key) for who in WHO}
+    c["fraction"] = {who: (None if c["nodes"][who] is None else c["nodes"][who] / graph.n_nodes) for who in WHO}
+    if settings["method"] == "mask":
+        for key in ("chosen", "search", "active", "agreement"):
+            c[key] = {who: found.get(who, {}).get(key) for who in WHO}
+    keep = found["model"]["keep"]
+    c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]
+                    if keep is not None else None)
+    return {"status": "ok", "description": description, "n_pairs": len(batch), "seed": settings["seed"],
+            "example": batch.pairs[0].example() if batch.pairs else None,
+            "capability": {who: task_capability(m, b) for who, (m, b, _) in runs.items()},
+            "circuits": [c], "seconds": {"total": time.perf_counter() - start}}
+
+
+def summary(tasks: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Geometric means over tasks of the circuit size (nodes, edges) at the target, for each subject, over the
+    tasks where it reached the target, with how many did (so a mean over few tasks shows as one).
+
+    Example:
+        >>> t = {"a": {"status": "ok", "circuits": [{"nodes": {"model": 4}, "edges": {"model": 9},
+        ...      "reached": {"model": True}}]}, "b": {"status": "ok", "circuits": [{"nodes": {"model": 16},
+        ...      "edges": {"model": 1}, "reached": {"model": True}}]}}
+        >>> summary(t, {"level": "node", "method": "mask", "ablation": "mean", "target_loss": 0.15,
+        ...             "holdout": 0.5, "n_pairs": 8, "seed": 0, "controls": []})[0]["geomean_nodes"]["model"]
+        8.0
+    """
+    ok = [t for t in tasks.values() if t["status"] == "ok"]
+    row: dict[str, Any] = {key: settings[key] for key in RUN_KEYS}
+    row.update(selection=settings["method"], n_tasks=len(ok))
+    for key in ("nodes", "edges"):
+        row[f"geomean_{key}"] = {who: geometric_mean_or_none([t["circuits"][0][key].get(who) for t in ok])
+                                 for who in WHO}
+    row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) for t in ok) for who in WHO}
+    return [row]
+
+
+def format_table(result: dict[str, Any]) -> list[str]:
+    """Lines of the node-level table: per task the circuit size at the target loss (nodes, edges, the loss
+    measured there), the controls beside each, and the agreement of EAP-IG with the mask."""
+    s = result["settings"]
+    lines = [f"node-level circuits by {s['method']}: size at task loss <= {s['target_loss']} on held-out pairs; "
+             f"each number [random_init | shuffled_labels]; {result['graph']['n_nodes']} nodes, "
+             f"{result['graph'].get('n_edges')} edges in the whole model", ""]
+    ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
+    width = max([len(n) for n in result["tasks"]] + [8])
+    lines.append(f"{'task':<{width}}  {'acc':>5} {'loss':>6}  {'nodes':<22}{'edges':<26}{'loss at size':<14}"
+                 + ("spearman/overlap" if s["method"] == "mask" else ""))
+    for name, t in ok.items():
+        c = t["circuits"][0]
+        cap = t["capability"]["model"]
+        agree = ""
+        if s["method"] == "mask" and c.get("agreement", {}).get("model"):
+            a = c["agreement"]["model"]
+            agree = f"{_num(a['spearman'], 2)}/{_num(a['overlap'], 2)}"
+        lines.append(f"{name:<{width}}  {cap['accuracy']:>5.2f} {cap['loss']:>6.3f}  {_cell(c, 'nodes'):<22}"
+                     f"{_cell(c, 'edges'):<26}{_num(c['loss']['model'], 3) + ('' if c['reached']['model'] else '!'):<14}"
+                     + agree)
+    row = result["summary"][0]
+    geo = {k: f"{_num(row[f'geomean_{k}'].get('model'), 1)} [" + " | ".join(
+        _num(row[f"geomean_{k}"].get(w), 1) for w in WHO[1:] if w in s["controls"]) + "]" for k in ("nodes", "edges")}
+    lines.append(f"{'geomean':<{width}}  {'':>5} {'':>6}  {geo['nodes']:<22}{geo['edges']:<26}"
+                 f"reached {row['tasks_reached']['model']}/{row['n_tasks']}")
+    lines.append("- = target not reached (the loss column then shows the lowest loss found, marked !)")
+    return lines
+
+
+def _num(v: Any, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _cell(c: dict[str, Any], key: str) -> str:
+    def one(who: str) -> str:
+        v = c[key].get(who)
+        return "-" if v is None else str(v)
+
+    controls = [one(w) for w in WHO[1:] if w in c["controls"]]
+    return f"{one('model')} [{' | '.join(controls)}]"
