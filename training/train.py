@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -15,8 +17,19 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from glassformer.archs import ModelConfig, save_model_dir
+from glassformer.archs.config import ConfigError
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 from glassformer.training.datamodule import TokenWindowDataModule
+from glassformer.training.guards import (
+    LAST,
+    AtomicCheckpointIO,
+    DivergenceGuard,
+    GracefulStop,
+    TrainingDiverged,
+    TrainingInterrupted,
+    interrupted_message,
+    nonfinite_tensors,
+)
 from glassformer.training.module import LanguageModel, optim_dict
 
 log = logging.getLogger("glassformer")
@@ -65,14 +78,33 @@ def build_loggers(trainer_cfg: TrainerConfig, out: Path) -> list[Any]:
 
             loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
         elif kind == "wandb":
-            import os
-
             from lightning.pytorch.loggers import WandbLogger
 
             # Offline unless the user configured W&B: online without a reachable server hangs for minutes.
             offline = os.environ.get("WANDB_MODE", "offline") == "offline" and not os.environ.get("WANDB_API_KEY")
             loggers.append(WandbLogger(project=trainer_cfg.wandb_project, save_dir=str(out), offline=offline))
     return loggers
+
+
+def keep_csv_metrics(out: Path) -> Path | None:
+    """Move ``out/logs/metrics.csv`` to ``metrics.until-resume-<i>.csv``; return the new path, if there was one.
+
+    Lightning's CSVLogger deletes an existing metrics.csv when it starts, which would lose a resumed run's
+    earlier metrics.
+
+    Example:
+        >>> import tempfile; out = Path(tempfile.mkdtemp()); (out / "logs").mkdir()
+        >>> _ = (out / "logs" / "metrics.csv").write_text("step,loss"); keep_csv_metrics(out).name
+        'metrics.until-resume-1.csv'
+    """
+    metrics = out / "logs" / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    i = 1
+    while (target := metrics.with_name(f"metrics.until-resume-{i}.csv")).exists():
+        i += 1
+    metrics.rename(target)
+    return target
 
 
 def software_versions() -> dict[str, str]:
@@ -86,6 +118,66 @@ def software_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def final_model(trainer: L.Trainer, module: LanguageModel, model_cfg: ModelConfig) -> torch.nn.Module | None:
+    """The trained Transformer with all its weights on rank 0 (None on other ranks under FSDP).
+
+    Under FSDP the module holds only this rank's shards, so the full state dict is gathered (a collective call:
+    every rank must make it) into a fresh model; every other strategy keeps whole weights in ``module.model``.
+
+    Example:
+        >>> final_model(trainer, module, model_cfg).cfg.d_model  # doctest: +SKIP
+        64
+    """
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from glassformer.archs import build_model
+
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return module.model
+    full = trainer.strategy.lightning_module_state_dict()
+    if not trainer.is_global_zero:
+        return None
+    model = build_model(model_cfg)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")})
+    return model
+
+
+def _build_trainer(trainer_cfg: TrainerConfig, optim_cfg: OptimConfig, out: Path, callbacks: list[Callback],
+                   io: AtomicCheckpointIO) -> L.Trainer:
+    """The Lightning Trainer; Lightning's own refusals of precision/accelerator/strategy/devices name the field."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(
+            max_steps=trainer_cfg.max_steps,
+            max_epochs=-1,
+            val_check_interval=trainer_cfg.val_every,
+            check_val_every_n_epoch=None,
+            limit_val_batches=trainer_cfg.val_batches,
+            num_sanity_val_steps=0,
+            log_every_n_steps=trainer_cfg.log_every,
+            gradient_clip_val=optim_cfg.grad_clip,
+            precision=trainer_cfg.precision,
+            accelerator=trainer_cfg.accelerator,
+            devices=trainer_cfg.devices,
+            # num_nodes is not a TrainerConfig field yet; multi-node launches need it (see README, Scaling out).
+            num_nodes=getattr(trainer_cfg, "num_nodes", 1),
+            strategy=trainer_cfg.strategy,
+            logger=build_loggers(trainer_cfg, out) or False,
+            callbacks=callbacks,
+            plugins=[io],
+            # TokenWindowDataModule gives each rank its own block of every step's windows (see its docstring).
+            use_distributed_sampler=False,
+            enable_progress_bar=trainer_cfg.progress_bar,
+            enable_model_summary=False,
+            default_root_dir=out,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        settings = ", ".join(f"trainer.{k}={getattr(trainer_cfg, k)!r}"
+                             for k in ("precision", "accelerator", "devices", "strategy"))
+        raise ConfigError(f"Lightning refused the trainer settings ({settings}): {e}") from e
 
 
 def fit(
@@ -106,15 +198,49 @@ def fit(
     subclass with extra loss terms), the parent's ``tokenizer`` (so the corpus is tokenised as the parent was),
     and ``extra_training_info`` (e.g. ``{"parent": ...}``) to record in training.json.
 
+    ``resume=True`` continues from ``out/checkpoints/last.ckpt`` exactly where it stopped (weights, optimizer,
+    schedule, data position, RNG states, dead-latent trackers): the final weights equal an uninterrupted run's.
+    Raises :class:`~glassformer.training.guards.TrainingDiverged` on a non-finite loss or gradient (no checkpoint
+    or model directory is written for it) and :class:`~glassformer.training.guards.TrainingInterrupted` after
+    SIGTERM or Ctrl-C (once ``last.ckpt`` holds the last finished step).
+
     Example:
         >>> from glassformer.archs import presets
         >>> fit(presets.get("debug"), DataConfig(max_bytes=300_000), OptimConfig(),
         ...     TrainerConfig(max_steps=30), "runs/debug")  # doctest: +SKIP
     """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from glassformer.training.corpus import prepare_data, unigram_entropy
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={str(out)!r} is a file: expected a folder for the model directory")
+    cache = data_cfg.cache_path
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(f"data.cache_dir={str(cache)!r} is a file: expected a folder (or unset, for the default)")
+    ckpt = out / "checkpoints" / LAST
+    if resume and not ckpt.exists():
+        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist; start without --resume")
+    # Only the first process: under DDP / torchrun the others start with RANK (or LOCAL_RANK) set.
+    if resume and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        keep_csv_metrics(out)
     started = time.time()
+    io = AtomicCheckpointIO()
+    throughput = Throughput(trainer_cfg.batch_size * model_cfg.n_ctx, trainer_cfg.log_every)
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=trainer_cfg.checkpoint_every,
+                                  save_last=True, save_top_k=-1, filename="step{step}", auto_insert_metric_name=False)
+    stop = GracefulStop(ckpt, io)
+    callbacks: list[Callback] = [throughput, DivergenceGuard(io), stop, checkpoints]
+    if trainer_cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, trainer_cfg.log_every // 2)))
+    if getattr(model_cfg, "weight_sparsity", None) is not None:
+        from glassformer.training.callbacks import WeightSparsityCallback
+
+        # Before GracefulStop, so that a checkpoint written on a signal holds the projected weights.
+        callbacks.insert(1, WeightSparsityCallback())
+    # Built before the corpus is read: a bad precision or strategy fails in a second, not after tokenising.
+    trainer = _build_trainer(trainer_cfg, optim_cfg, out, callbacks, io)
     prepared = prepare_data(data_cfg, model_cfg.d_vocab, tokenizer=tokenizer)
     n_tok = prepared.tokenizer.get_vocab_size()
     if n_tok > model_cfg.d_vocab:
@@ -128,43 +254,26 @@ def fit(
         seed=trainer_cfg.seed, max_steps=trainer_cfg.max_steps, val_batches=trainer_cfg.val_batches,
         num_workers=trainer_cfg.num_workers,
     )
-    throughput = Throughput(trainer_cfg.batch_size * model_cfg.n_ctx, trainer_cfg.log_every)
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=trainer_cfg.checkpoint_every,
-                                  save_last=True, save_top_k=-1, filename="step{step}", auto_insert_metric_name=False)
-    callbacks: list[Callback] = [throughput, checkpoints]
-    if trainer_cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, trainer_cfg.log_every // 2)))
-    if getattr(model_cfg, "weight_sparsity", None) is not None:
-        from glassformer.training.callbacks import WeightSparsityCallback
-
-        callbacks.append(WeightSparsityCallback())
-    trainer = L.Trainer(
-        max_steps=trainer_cfg.max_steps,
-        max_epochs=-1,
-        val_check_interval=trainer_cfg.val_every,
-        check_val_every_n_epoch=None,
-        limit_val_batches=trainer_cfg.val_batches,
-        num_sanity_val_steps=0,
-        log_every_n_steps=trainer_cfg.log_every,
-        gradient_clip_val=optim_cfg.grad_clip,
-        precision=trainer_cfg.precision,
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        strategy=trainer_cfg.strategy,
-        logger=build_loggers(trainer_cfg, out) or False,
-        callbacks=callbacks,
-        enable_progress_bar=trainer_cfg.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=out,
-    )
-    ckpt = out / "checkpoints" / "last.ckpt"
-    if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist; start without --resume")
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None)
+    except SIGTERMException as e:
+        # SIGTERM landed where GracefulStop could not raise first (Lightning raises at the end of the step that
+        # received it, or during validation); a single process saved in GracefulStop.on_exception.
+        step = int(trainer.global_step)
+        raise TrainingInterrupted(interrupted_message("SIGTERM", step, io.last_saved),
+                                  step=step, signum=int(signal.SIGTERM),
+                                  checkpoint=io.last_saved[0] if io.last_saved else None) from e
+    # Read before validate(), which starts a new set of metrics.
+    train_loss = float(trainer.callback_metrics.get("loss/train", float("nan")))
     val = trainer.validate(module, datamodule=dm, verbose=False)
     val_loss = float(val[0]["loss/val"]) if val else float("nan")
-    train_loss = float(trainer.callback_metrics.get("loss/train", float("nan")))
+    model = final_model(trainer, module, model_cfg)
     if trainer.is_global_zero:
+        bad = nonfinite_tensors(model.state_dict())
+        if bad:  # DivergenceGuard makes this unreachable; a model directory must never hold NaN weights regardless
+            raise TrainingDiverged(f"the final weights hold non-finite values ({', '.join(bad[:5])}); the model "
+                                   f"directory was not written", step=int(trainer.global_step), quantity=bad[0],
+                                   checkpoint=io.last_saved[0] if io.last_saved else None)
         entropy = unigram_entropy(prepared.train_tokens, prepared.tokenizer.get_vocab_size())
         training = {
             "corpus": {"fingerprint": prepared.fingerprint, **prepared.info},
@@ -178,5 +287,5 @@ def fit(
             "command": sys.argv,
             **(extra_training_info or {}),
         }
-        save_model_dir(out, module.model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
+        save_model_dir(out, model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
     return out
