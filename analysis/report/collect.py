@@ -1,0 +1,371 @@
+"""Read one model directory into the per-model record of a report (the ``models[i]`` entries of report.json).
+
+Sources: ``config.json`` (shape and constraints), ``training.json`` (losses, tokens, throughput),
+``analysis.json`` (circuits, one run per level; the sparse-layer metrics: L0, dead and dense fractions,
+interference, weight density), ``logs/metrics.csv`` (training curves; the last L0 and dead fraction logged in
+training when the analysis has no sparse-layer metrics) and ``model.safetensors`` (non-zero parameters). Only JSON,
+CSV and safetensors are read: nothing in the folder is executed.
+
+Example:
+    >>> record = collect_model("runs/demo/dense")  # doctest: +SKIP
+    >>> record["capability"]["val_loss"], record["sizes"]["component"]["geomean"]["model"]  # doctest: +SKIP
+    (5.12, 9.4)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+CONTROLS = ("random_init", "shuffled_labels")
+WHO = ("model", *CONTROLS)
+SELECTION_PREFERENCE = ("greedy", "topn")
+"""Greedy circuits are grown from the logits, so every edge has a path to the output: the headline selection."""
+SIZE_PREFERENCE = ("N_0.8", "nodes")
+"""The size at the target: at component level the edges that reach 80% normalised faithfulness; at node level
+the nodes of the smallest circuit at the target task loss. Other runs use their first ``geomean_*`` key."""
+ABLATION_PREFERENCE = ("mean", "position-mean", "zero", "corrupt")
+CURVE_POINTS = 200
+
+
+def _finite(x: Any) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def describe_constraints(cfg: dict[str, Any]) -> list[str]:
+    """Human descriptions of a config.json's constraints; an empty list means a dense model.
+
+    Example:
+        >>> describe_constraints({"mlp": {"kind": "transcoder", "activation": "topk", "k": 16,
+        ...                               "expansion_factor": 4}, "d_model": 64})
+        ['transcoder (topk, k=16, 256 latents)']
+        >>> describe_constraints({"weight_sparsity": {"fraction": 0.25}})
+        ['weight sparsity (25% of weights kept)']
+    """
+    out = []
+    mlp = cfg.get("mlp") or {}
+    kind = mlp.get("kind", "dense")
+    if kind == "transcoder":
+        latents = mlp.get("expansion_factor", 0) * cfg.get("d_model", 0)
+        k = f", k={mlp['k']}" if mlp.get("activation") in ("topk", "batchtopk") and mlp.get("k") else ""
+        out.append(f"transcoder ({mlp.get('activation', '?')}{k}, {latents} latents)")
+    elif kind == "topk":
+        out.append(f"TopK MLP (k={mlp.get('k')} of {cfg.get('d_mlp')})")
+    elif kind != "dense":
+        out.append(f"{kind} MLP")
+    act = cfg.get("activation_sparsity")
+    if act:
+        out.append(f"activation sparsity ({act.get('fraction', 0) * 100:g}% kept at {', '.join(act.get('sites', []))})")
+    ws = cfg.get("weight_sparsity")
+    if ws:
+        out.append(f"weight sparsity ({ws.get('fraction', 0) * 100:g}% of weights kept)")
+    penalties = cfg.get("penalties") or []
+    if penalties:
+        out.append(f"orthogonality penalty on {', '.join(str(p.get('target')) for p in penalties)}")
+    return out
+
+
+def size_value(v: Any) -> float | None:
+    """The circuit size in an analysis.json size entry: ``{"edges": n, ...}``, ``{"nodes": n}`` or a number."""
+    if isinstance(v, dict):
+        for key in ("edges", "nodes", "size"):
+            if v.get(key) is not None:
+                return _finite(v[key])
+        return None
+    return _finite(v)
+
+
+def _unit(entries: list[Any]) -> str:
+    for v in entries:
+        if isinstance(v, dict):
+            for key in ("edges", "nodes"):
+                if v.get(key) is not None:
+                    return key
+    return "edges"
+
+
+def pick_runs(analysis: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Per level, the (run, summary row) the report headlines.
+
+    The run: the level's default method (eap-ig for components, mask for nodes) before others, mean ablation
+    before others, then the most recent. The row: the greedy selection before top-n.
+
+    Example:
+        >>> runs = {"component/eap/zero": {"settings": {"level": "component", "method": "eap", "ablation": "zero"},
+        ...                                "summary": [{"selection": "topn"}]},
+        ...         "component/eap-ig/mean": {"settings": {"level": "component", "method": "eap-ig",
+        ...                                   "ablation": "mean"}, "summary": [{"selection": "topn"},
+        ...                                                                    {"selection": "greedy"}]}}
+        >>> run, row = pick_runs({"results": runs, "latest": "component/eap/zero"})["component"]
+        >>> run["settings"]["method"], row["selection"]
+        ('eap-ig', 'greedy')
+    """
+    from glassformer.analysis.analyze import DEFAULT_METHOD
+
+    runs = list((analysis.get("results") or {}).items())
+    latest = analysis.get("latest")
+    by_level: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for key, run in runs:
+        by_level.setdefault(run.get("settings", {}).get("level", "component"), []).append((key, run))
+    out = {}
+    for level, candidates in by_level.items():
+        def rank(item: tuple[str, dict[str, Any]], level: str = level) -> tuple[int, int, int]:
+            key, run = item
+            s = run.get("settings", {})
+            abl = s.get("ablation")
+            return (s.get("method") != DEFAULT_METHOD.get(level),
+                    ABLATION_PREFERENCE.index(abl) if abl in ABLATION_PREFERENCE else len(ABLATION_PREFERENCE),
+                    key != latest)
+
+        _, run = min(candidates, key=rank)
+        rows = run.get("summary") or []
+        if not rows:
+            continue
+        order = {sel: j for j, sel in enumerate(SELECTION_PREFERENCE)}
+        out[level] = (run, min(rows, key=lambda r: order.get(r.get("selection"), len(order))))
+    return out
+
+
+def _size_key(row: dict[str, Any]) -> str | None:
+    keys = [k[len("geomean_"):] for k in row if k.startswith("geomean_")]
+    return next((k for k in SIZE_PREFERENCE if k in keys), keys[0] if keys else None)
+
+
+def _circuit_entry(task: dict[str, Any], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's circuit entry with the same level, method and selection as the headline summary row."""
+    for c in task.get("circuits", []):
+        if all(c.get(k) == row.get(k) for k in ("level", "method", "selection")):
+            return c
+    return None
+
+
+def _curve(points: Any) -> list[dict[str, float]]:
+    out = []
+    for p in points or []:
+        x, f = _finite(p.get("percent")), _finite(p.get("f"))
+        if x is not None:
+            out.append({"percent": x, "f": f})
+    return out
+
+
+def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(sizes per level, per-task records) from an analysis.json (version-2 layout), at every level it holds.
+
+    Example:
+        >>> read_circuits({"results": {}})
+        ({}, [])
+    """
+    picked = pick_runs(analysis)
+    sizes: dict[str, Any] = {}
+    for level, (run, row) in picked.items():
+        key = _size_key(row)
+        if key is None:
+            continue
+        ok = [t for t in run.get("tasks", {}).values() if t.get("status") == "ok"]
+        entries = [(_circuit_entry(t, row) or {}).get(key, {}).get("model") for t in ok]
+        totals = [(_circuit_entry(t, row) or {}).get("n_edges_total", (_circuit_entry(t, row) or {}).get(
+            "n_nodes_total")) for t in ok]
+        sizes[level] = {
+            "method": row.get("method"), "selection": row.get("selection"),
+            "ablation": row.get("ablation", run.get("settings", {}).get("ablation")), "key": key,
+            "unit": "nodes" if key == "nodes" else _unit(entries),
+            "n_total": next((int(n) for n in totals if isinstance(n, int)), None),
+            "n_tasks": int(row.get("n_tasks", 0)),
+            "geomean": {who: _finite((row.get(f"geomean_{key}") or {}).get(who)) for who in WHO},
+        }
+    tasks: dict[str, dict[str, Any]] = {}
+    for level, (run, row) in picked.items():
+        key = sizes.get(level, {}).get("key")
+        for name, t in run.get("tasks", {}).items():
+            if t.get("status") != "ok":
+                tasks.setdefault(name, {"name": name, "status": "skipped", "reason": str(t.get("reason", ""))})
+                continue
+            cap = t.get("capability", {})
+            rec = tasks.get(name)
+            if rec is None or rec["status"] != "ok":
+                rec = tasks[name] = {
+                    "name": name, "status": "ok", "description": str(t.get("description", "")),
+                    "n_pairs": t.get("n_pairs"),
+                    "example": {k: str(v) for k, v in (t.get("example") or {}).items()},
+                    "capability": {who: {"accuracy": _finite((cap.get(who) or {}).get("accuracy")),
+                                         "loss": _finite((cap.get(who) or {}).get("loss"))}
+                                   for who in WHO if who in cap},
+                    "circuits": {}}
+            c = _circuit_entry(t, row)
+            if c is None or key is None:
+                continue
+            # Component circuits flag whether f rises clearly above the empty circuit ("signal"); node circuits
+            # whether the target loss was reached: either way, a size without it measures nothing.
+            signal = c.get("signal") if c.get("signal") is not None else c.get("reached")
+            top = (c.get("top_edges") or {}).get("model") or []
+            rec["circuits"][level] = {
+                "size": {who: size_value((c.get(key) or {}).get(who)) for who in WHO},
+                "signal": {who: bool(v) for who, v in (signal or {}).items() if v is not None},
+                "CPR": {who: _finite((c.get("CPR") or {}).get(who)) for who in WHO},
+                "CMD": {who: _finite((c.get("CMD") or {}).get(who)) for who in WHO},
+                "curves": {who: _curve(v) for who, v in (c.get("faithfulness_curve") or {}).items()},
+                "top_edges": [[str(e), _finite(v)] for e, v in top],
+                "nodes": [str(n) for n in (c.get("circuit") or c.get("circuit_nodes") or [])],
+            }
+    return sizes, list(tasks.values())
+
+
+def read_metrics(model_dir: Path) -> list[dict[str, str]]:
+    """Rows of ``logs/metrics.csv``, after those of any ``metrics.until-resume-<i>.csv`` (a resumed run's past)."""
+    logs = model_dir / "logs"
+    files = sorted(logs.glob("metrics.until-resume-*.csv"),
+                   key=lambda p: int(re.sub(r"\D", "", p.stem.rsplit("-", 1)[-1]) or 0))
+    rows: list[dict[str, str]] = []
+    for path in [*files, logs / "metrics.csv"]:
+        if path.is_file():
+            with path.open(newline="") as f:
+                rows.extend(csv.DictReader(f))
+    return rows
+
+
+def training_curve(rows: list[dict[str, str]]) -> dict[str, list[list[float]]] | None:
+    """``{"train": [[step, loss], ...], "val": [...]}`` from metrics rows, thinned to at most 200 points each."""
+    out: dict[str, list[list[float]]] = {"train": [], "val": []}
+    for row in rows:
+        for series, col in (("train", "loss/train"), ("val", "loss/val")):
+            step, value = _num(row.get("step")), _num(row.get(col))
+            if step is not None and value is not None:
+                out[series].append([step, value])
+    if not out["train"] and not out["val"]:
+        return None
+    for series, pts in out.items():
+        if len(pts) > CURVE_POINTS:
+            stride = math.ceil(len(pts) / CURVE_POINTS)
+            out[series] = pts[::stride] + ([pts[-1]] if (len(pts) - 1) % stride else [])
+    return out
+
+
+def _num(s: Any) -> float | None:
+    try:
+        return _finite(float(s))
+    except (TypeError, ValueError):
+        return None
+
+
+def _last(rows: list[dict[str, str]], col: str) -> float | None:
+    for row in reversed(rows):
+        v = _num(row.get(col))
+        if v is not None:
+            return v
+    return None
+
+
+def parameter_counts(model_dir: Path) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of model.safetensors (weight sparsity shows in the second)."""
+    import torch
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    return (sum(t.numel() for t in tensors.values()), sum(int(torch.count_nonzero(t)) for t in tensors.values()))
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [v for v in (_finite(x) for x in values) if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def sparse_stats(analysis: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
+    """L0, dead and dense fractions and interference per layer and averaged over layers, and the weight density.
+
+    From analysis.json's ``sparse_layers`` (measured on corpus tokens) when it has them; otherwise L0 and dead
+    fraction are the last values logged in training (logs/metrics.csv). ``source`` says which.
+    """
+    sparse = analysis.get("sparse_layers") or {}
+    layers = []
+    for r in sparse.get("layers") or []:
+        inter = r.get("interference") or {}
+        layers.append({"layer": r.get("layer"), "l0": _finite(r.get("l0")),
+                       "dead_fraction": _finite(r.get("dead_fraction")),
+                       "dense_fraction": _finite(r.get("dense_fraction")),
+                       "interference": _finite(inter.get("mean_abs_cos")),
+                       "interference_above": _finite(inter.get("fraction_above")),
+                       "interference_threshold": _finite(inter.get("threshold"))})
+    density = _finite((sparse.get("weight_density") or {}).get("overall"))
+    if layers:
+        return {"source": "analysis.json", "l0": _mean([r["l0"] for r in layers]),
+                "dead_fraction": _mean([r["dead_fraction"] for r in layers]),
+                "dense_fraction": _mean([r["dense_fraction"] for r in layers]),
+                "interference": _mean([r["interference"] for r in layers]),
+                "interference_above": _mean([r["interference_above"] for r in layers]),
+                "interference_threshold": next((r["interference_threshold"] for r in layers
+                                                if r["interference_threshold"] is not None), None),
+                "weight_density": density, "layers": layers}
+    return {"source": "metrics.csv", "l0": _last(rows, "sparsity/l0"), "dead_fraction": _last(rows,
+            "sparsity/dead_fraction"), "dense_fraction": None, "interference": None, "interference_above": None,
+            "interference_threshold": None,
+            "weight_density": density if density is not None else _last(rows, "weights/density"), "layers": []}
+
+
+def collect_model(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
+    """The report record of one analysed model directory (see the module docstring for the sources).
+
+    Raises :class:`glassformer.archs.ModelDirError` naming the file when config.json or analysis.json is missing
+    or malformed; training.json and metrics.csv are optional (a model from elsewhere may lack them).
+    """
+    from glassformer.analysis.results import read_analysis
+    from glassformer.archs.model_dir import (
+        ANALYSIS_FILE,
+        CONFIG_FILE,
+        TRAINING_FILE,
+        ModelDirError,
+        read_json,
+    )
+
+    model_dir = Path(model_dir)
+    cfg = read_json(model_dir / CONFIG_FILE)
+    if not isinstance(cfg, dict):
+        raise ModelDirError(f"{model_dir / CONFIG_FILE} must hold a JSON object")
+    analysis = read_analysis(model_dir / ANALYSIS_FILE)
+    training = read_json(model_dir / TRAINING_FILE) if (model_dir / TRAINING_FILE).is_file() else {}
+    if not isinstance(training, dict):
+        raise ModelDirError(f"{model_dir / TRAINING_FILE} must hold a JSON object")
+    final = training.get("final") or {}
+    rows = read_metrics(model_dir)
+    n_params, n_nonzero = parameter_counts(model_dir)
+    sizes, tasks = read_circuits(analysis)
+    picked = pick_runs(analysis)
+    cap = next(iter(picked.values()))[0].get("capability", {}) if picked else analysis.get("capability", {})
+    train_val = _finite(final.get("loss/val"))
+    return {
+        "name": name or model_dir.name,
+        "model_dir": str(model_dir),
+        "constraints": describe_constraints(cfg),
+        "shape": {k: cfg.get(k) for k in ("n_layers", "n_heads", "d_model", "d_mlp", "d_vocab", "n_ctx")},
+        "n_params": n_params,
+        "n_nonzero_params": n_nonzero,
+        "training": {
+            "steps": training.get("steps"), "tokens_seen": training.get("tokens_seen"),
+            "val_loss": train_val, "train_loss": _finite(final.get("loss/train")),
+            "unigram_entropy": _finite(final.get("unigram_entropy")),
+            "wall_seconds": _finite(training.get("wall_seconds")),
+            "tokens_per_sec": _finite((training.get("throughput") or {}).get("tokens_per_sec")),
+            "corpus_fingerprint": (training.get("corpus") or {}).get("fingerprint"),
+            "seed": ((training.get("config") or {}).get("trainer") or {}).get("seed"),
+        },
+        "capability": {
+            # training.json's validation loss when there is one (the same windows for every model of a sweep),
+            # else the analysis's own.
+            "val_loss": train_val if train_val is not None else _finite(cap.get("val_loss")),
+            "val_loss_source": "training.json" if train_val is not None else "analysis.json",
+            "analysis_val_loss": _finite(cap.get("val_loss")),
+            "random_init_val_loss": _finite(cap.get("random_init_val_loss")),
+        },
+        "analysis": {level: {k: run.get("settings", {}).get(k) for k in (
+            "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss")}
+            for level, (run, _) in picked.items()},
+        "sizes": sizes,
+        "tasks": tasks,
+        "sparse_layers": sparse_stats(analysis, rows),
+        "training_curve": training_curve(rows),
+    }

@@ -1,0 +1,210 @@
+"""``build_report``: several analysed model directories -> one report dict (report.json); ``write_report``.
+
+report.json (``schema_version`` 1, described field by field in ``schema.json`` beside this file)::
+
+    {"schema_version", "kind": "glassformer.report", "created", "command", "versions", "baseline",
+     "circuit_task", "levels", "models": [per-model records, see collect.py], "pareto": {level: [names]},
+     "verdict": {"rows": [...], "text": [sentences]}}
+
+Example:
+    >>> report = build_report(["runs/demo/dense", "runs/demo/transcoder"])  # doctest: +SKIP
+    >>> paths = write_report(report, "runs/demo/report")  # doctest: +SKIP
+    >>> sorted(p.name for p in paths.values())  # doctest: +SKIP
+    ['index.html', 'report.json', 'report.md']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from glassformer.analysis.report.collect import collect_model
+from glassformer.analysis.report.verdict import verdict_rows, verdict_text
+
+SCHEMA_VERSION = 1
+CIRCUIT_EDGES_SHOWN = 20
+CIRCUIT_NODES_SHOWN = 40
+LEVEL_ORDER = ("component", "node")
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that produced a report."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("glassformer", "torch", "matplotlib", "jsonschema"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def unique_names(dirs: list[Path]) -> list[str]:
+    """Folder names, prefixed by as many parent folders as it takes to tell them apart.
+
+    Example:
+        >>> unique_names([Path("a/run"), Path("b/run"), Path("c/other")])
+        ['a/run', 'b/run', 'other']
+    """
+    names = []
+    for d in dirs:
+        depth = 1
+        while depth < len(d.parts) and sum(Path(*o.parts[-depth:]) == Path(*d.parts[-depth:]) for o in dirs) > 1:
+            depth += 1
+        names.append(str(Path(*d.parts[-depth:])))
+    return names
+
+
+def pareto_front(points: list[tuple[str, float | None, float | None]]) -> list[str]:
+    """Names of the points (name, circuit size, loss) that no other point beats on both (lower is better).
+
+    Example:
+        >>> pareto_front([("a", 10, 5.0), ("b", 5, 5.5), ("c", 12, 5.2), ("d", None, 4.0)])
+        ['b', 'a']
+    """
+    pts = [(n, x, y) for n, x, y in points if x is not None and y is not None]
+    front = [(n, x, y) for n, x, y in pts
+             if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for _, x2, y2 in pts)]
+    return [n for n, _, _ in sorted(front, key=lambda p: (p[1], p[2]))]
+
+
+def parse_edge(name: str) -> dict[str, str | None]:
+    """``writer->reader<channel>`` -> source, target and channel (None when the reader has no channel).
+
+    Example:
+        >>> parse_edge("a0.h1->a1.h3<k>")
+        {'source': 'a0.h1', 'target': 'a1.h3', 'channel': 'k'}
+    """
+    source, _, reader = name.partition("->")
+    channel = None
+    if reader.endswith(">") and "<" in reader:
+        reader, _, channel = reader[:-1].partition("<")
+    return {"source": source, "target": reader, "channel": channel}
+
+
+def choose_circuit_task(models: list[dict[str, Any]], level: str) -> str | None:
+    """The task to draw for every model: analysed in all of them, with signal in most, then most accurate."""
+    def ok(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {t["name"]: t for t in m["tasks"] if t.get("status") == "ok" and level in t["circuits"]}
+
+    per_model = [ok(m) for m in models]
+    names = [n for n in (per_model[0] if per_model else {}) if all(n in p for p in per_model)]
+    if not names:
+        return None
+
+    def score(n: str) -> tuple[int, float]:
+        signal = sum(bool(p[n]["circuits"][level]["signal"].get("model")) for p in per_model)
+        accs = [p[n]["capability"].get("model", {}).get("accuracy") for p in per_model]
+        return signal, sum(a for a in accs if a is not None) / len(accs)
+
+    return max(names, key=score)  # max keeps the first of equals: the analysis's task order breaks ties
+
+
+def circuit_drawing(model: dict[str, Any], task: str | None, level: str) -> dict[str, Any] | None:
+    """The circuit of ``task`` to draw: its first edges (at most 20) up to the size at the target; a circuit
+    known only by its nodes (node level) is drawn as at most 40 of its nodes."""
+    t = next((t for t in model["tasks"] if t["name"] == task and t.get("status") == "ok"), None)
+    if t is None or level not in t["circuits"]:
+        return None
+    c = t["circuits"][level]
+    size = c["size"].get("model")
+    edges = c["top_edges"][: min(int(size), CIRCUIT_EDGES_SHOWN)] if size else []
+    parsed = [{**parse_edge(e), "score": s} for e, s in edges]
+    nodes = sorted({p["source"] for p in parsed} | {p["target"] for p in parsed}) or c["nodes"][:CIRCUIT_NODES_SHOWN]
+    return {"task": task, "level": level, "size": size, "shown": len(parsed), "nodes": nodes, "edges": parsed,
+            "signal": bool(c["signal"].get("model"))}
+
+
+def build_report(model_dirs: list[str | Path], *, baseline: str | Path | None = None,
+                 circuit_task: str | None = None, command: list[str] | None = None) -> dict[str, Any]:
+    """The report dict of analysed model directories (each must hold analysis.json; see ``collect_model``).
+
+    ``baseline``: the dense model the verdict measures against (a directory given, or its name); default: the
+    first model without constraints. ``circuit_task``: the task whose circuit is drawn; default: the task with
+    signal in the most models.
+
+    Example:
+        >>> build_report([])
+        Traceback (most recent call last):
+        ...
+        ValueError: model_dirs=[] is not allowed: expected at least one analysed model directory
+    """
+    if not model_dirs:
+        raise ValueError(f"model_dirs={list(model_dirs)!r} is not allowed: expected at least one analysed model "
+                         f"directory")
+    dirs = [Path(d) for d in model_dirs]
+    if len({d.resolve() for d in dirs}) < len(dirs):
+        raise ValueError(f"model_dirs={[str(d) for d in dirs]} names a directory twice")
+    models = [collect_model(d, name) for d, name in zip(dirs, unique_names(dirs), strict=True)]
+    base_name = _baseline(models, dirs, baseline)
+    levels = [lv for lv in LEVEL_ORDER if any(lv in m["sizes"] for m in models)]
+    levels += sorted({lv for m in models for lv in m["sizes"]} - set(levels))
+    if circuit_task is not None and not any(t["name"] == circuit_task for m in models for t in m["tasks"]):
+        names = sorted({t["name"] for m in models for t in m["tasks"]})
+        raise ValueError(f"circuit_task={circuit_task!r} is not allowed: expected one of the analysed tasks "
+                         f"{', '.join(names)}")
+    level = levels[0] if levels else "component"
+    task = circuit_task or choose_circuit_task(models, level)
+    for m in models:
+        m["circuit"] = circuit_drawing(m, task, level)
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "kind": "glassformer.report",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": list(command if command is not None else sys.argv), "versions": software_versions(),
+        "baseline": base_name, "circuit_task": task, "levels": levels,
+        "drawing": {"max_edges": CIRCUIT_EDGES_SHOWN, "max_nodes": CIRCUIT_NODES_SHOWN}, "models": models,
+        "pareto": {lv: pareto_front([(m["name"], (m["sizes"].get(lv) or {}).get("geomean", {}).get("model"),
+                                      m["capability"]["val_loss"]) for m in models]) for lv in levels},
+        "verdict": {"rows": verdict_rows(models, base_name), "text": []},
+    }
+    # Round-trip through JSON first, so the text is formatted from exactly what report.json holds.
+    report = json.loads(json.dumps(report, allow_nan=False))
+    report["verdict"]["text"] = verdict_text(report)
+    return report
+
+
+def _baseline(models: list[dict[str, Any]], dirs: list[Path], baseline: str | Path | None) -> str | None:
+    if baseline is None:
+        return next((m["name"] for m in models if not m["constraints"]), None)
+    for m, d in zip(models, dirs, strict=True):
+        if str(baseline) == m["name"] or Path(baseline).resolve() == d.resolve():
+            return m["name"]
+    raise ValueError(f"baseline={str(baseline)!r} is not allowed: expected one of the compared models "
+                     f"{', '.join(m['name'] for m in models)}")
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Validate ``report`` against schema.json, then write report.json, report.md and index.html atomically.
+
+    Example:
+        >>> write_report(build_report(["runs/a", "runs/b"]), "runs/report")["html"]  # doctest: +SKIP
+        PosixPath('runs/report/index.html')
+    """
+    from glassformer.analysis.report.html import render_html
+    from glassformer.analysis.report.markdown import render_markdown
+    from glassformer.analysis.report.schema import validate_report
+    from glassformer.archs.model_dir import atomic_write_bytes, atomic_write_json
+
+    validate_report(report)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file: expected a folder for the report")
+    paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "index.html"}
+    html = render_html(report)  # plots are drawn before anything is written: a failure leaves no half report
+    atomic_write_json(paths["json"], report)
+    atomic_write_bytes(paths["md"], render_markdown(report).encode())
+    atomic_write_bytes(paths["html"], html.encode())
+    return paths
+
+
+def fmt(x: Any, digits: int) -> str:
+    """A number at ``digits`` decimals, or "-" when it is missing (the one formatter of report.md and HTML)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"

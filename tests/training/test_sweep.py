@@ -1,0 +1,161 @@
+"""`glassformer sweep`: variants come from configs/, presets keep each variant's matching to the dense baseline,
+and a rerun reuses finished models, resumes interrupted ones and refuses ones trained otherwise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from glassformer.archs.config import ConfigError
+from glassformer.training import sweep as sweep_module
+from glassformer.training.config import DataConfig
+from glassformer.training.sweep import PRESETS, SweepPreset, discover_variants, plan, run_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = DataConfig(max_bytes=300_000)
+MICRO = {"d_vocab": 512, "n_ctx": 32, "d_model": 32, "n_layers": 1, "n_heads": 2}
+TRAINER = {"max_steps": 6, "batch_size": 4, "val_every": 6, "val_batches": 1, "log_every": 2, "checkpoint_every": 3}
+
+
+def test_variants_are_the_yaml_files_at_the_baseline_shape():
+    found = discover_variants(ROOT / "configs")
+    assert found["dense"].name == "tiny.yaml"
+    assert set(found) == {"dense", "act_sparsity", "ortho", "solu", "topk", "transcoder", "transcoder_batchtopk",
+                          "transcoder_jumprelu", "transcoder_relu", "weight_sparse"}  # not debug, not finetune_*
+
+
+def test_the_quick_preset_shrinks_every_variant_the_same_way():
+    runs = {r.name: r for r in plan("quick", None, "out")}
+    assert list(runs) == ["dense", "transcoder", "weight_sparse"]
+    dense, tc, ws = runs["dense"].model, runs["transcoder"].model, runs["weight_sparse"].model
+    assert (dense.d_model, dense.mlp_width, dense.n_layers, dense.n_ctx) == (64, 256, 2, 64)
+    # transcoder.yaml: n_latents = 4 * d_model = the dense d_mlp (same total parameters), k = 32 of 512 latents.
+    assert tc.mlp.expansion_factor * tc.d_model == dense.mlp_width and tc.mlp.k == 16
+    # The dead-latent window stays the same share of training: 262144 of 1200*16*128 tokens.
+    assert tc.mlp.dead_window_tokens == round(262144 * (600 * 16 * 64) / (1200 * 16 * 128))
+    assert (ws.d_model, ws.mlp_width, ws.weight_sparsity.fraction) == (64, 256, 0.25)
+    for r in runs.values():  # the same data, seed and token budget for all
+        assert (r.trainer.max_steps, r.trainer.batch_size, r.trainer.seed) == (600, 16, 0)
+        assert r.data == runs["dense"].data and r.out == Path("out") / r.name
+
+
+def test_the_standard_preset_trains_the_yaml_files_as_they_are():
+    (dense, ws) = plan("standard", ["weight_sparse"], "out")
+    raw = yaml.safe_load((ROOT / "configs" / "weight_sparse.yaml").read_text())
+    assert (ws.model.d_model, ws.model.d_mlp, ws.model.n_layers) == (raw["model"]["d_model"], raw["model"]["d_mlp"], 4)
+    assert dense.trainer.max_steps == ws.trainer.max_steps == raw["trainer"]["max_steps"]
+
+
+def test_an_unknown_variant_or_preset_is_refused_naming_the_allowed_ones(tmp_path, capsys):
+    with pytest.raises(ValueError, match="variants='nope' is not allowed: expected one of dense, act_sparsity"):
+        plan("quick", ["nope"], "out")
+    with pytest.raises(ValueError, match="preset='huge' is not allowed: expected one of quick, standard"):
+        plan("huge", None, "out")
+    from glassformer.training.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--variants", "transcoder,nope", "--out", str(tmp_path / "s")])
+    assert e.value.code == 2 and "variants='nope'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+
+
+def write_configs(folder: Path) -> Path:
+    folder.mkdir()
+    common = {"data": {"source": "python-stdlib"}, "optim": {"lr": 0.003, "warmup_steps": 2}, "trainer": TRAINER}
+    (folder / "tiny.yaml").write_text(yaml.safe_dump({"model": {**MICRO, "d_mlp": 64}, **common}))
+    tc = {**MICRO, "mlp": {"kind": "transcoder", "activation": "topk", "k": 4, "expansion_factor": 2}}
+    (folder / "transcoder.yaml").write_text(yaml.safe_dump({"model": tc, **common}))
+    (folder / "debug.yaml").write_text(yaml.safe_dump({"model": {**MICRO, "n_layers": 2}, **common}))
+    return folder
+
+
+class Calls:
+    """Stand-ins for `glassformer analyze` and `compare` that record their calls."""
+
+    def __init__(self):
+        self.analyzed: list[str] = []
+        self.compared: list[list[str]] = []
+
+    def analyze(self, model_dir: str, level: str, method: str, **kwargs) -> None:
+        self.analyzed.append(Path(model_dir).name)
+        key = f"{level}/{method}/mean"
+        (Path(model_dir) / "analysis.json").write_text(json.dumps({"results": {key: {}}}))
+
+    def compare(self, dirs: list[str], out: str, baseline: str) -> None:
+        self.compared.append([Path(d).name for d in dirs])
+        assert Path(baseline).name == "dense"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A micro sweep (dense and transcoder, 6 steps each), run once to the end."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("sweep")
+    configs = write_configs(root / "configs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None, analysis={"n_pairs": 2}))
+        calls = Calls()
+        run_sweep("micro", None, root / "out", analyze_fn=calls.analyze, compare_fn=calls.compare,
+                  configs=configs, data=DATA, progress=False)
+    assert calls.analyzed == ["dense", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    return root
+
+
+@pytest.fixture
+def sweep_copy(finished, tmp_path, monkeypatch):
+    monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None))
+    shutil.copytree(finished, tmp_path / "s")
+    return tmp_path / "s"
+
+
+def run(root: Path, calls: Calls) -> None:
+    run_sweep("micro", None, root / "out", analyze_fn=calls.analyze, compare_fn=calls.compare,
+              configs=root / "configs", data=DATA, progress=False)
+
+
+def test_a_rerun_reuses_finished_models_and_analyses(sweep_copy, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr("glassformer.training.train.fit", no_fit)
+    calls = Calls()
+    calls.analyze = no_fit  # analysis.json exists: not analysed again
+    run(sweep_copy, calls)
+    assert calls.compared == [["dense", "transcoder"]]
+    manifest = (sweep_copy / "out" / sweep_module.MANIFEST).read_text()
+    assert '"preset": "micro"' in manifest
+
+
+def test_an_interrupted_model_resumes_from_its_last_checkpoint(sweep_copy, monkeypatch):
+    from glassformer.training import train
+
+    real_fit, resumed = train.fit, []
+
+    def spy(model, data, optim, trainer, out, resume=False):
+        resumed.append((Path(out).name, resume))
+        return real_fit(model, data, optim, trainer, out, resume=resume)
+
+    monkeypatch.setattr("glassformer.training.train.fit", spy)
+    tc = sweep_copy / "out" / "transcoder"
+    for name in ("training.json", "model.safetensors", "analysis.json"):  # as if stopped before the end
+        (tc / name).unlink()
+    assert (tc / "checkpoints" / "last.ckpt").is_file()
+    calls = Calls()
+    run(sweep_copy, calls)
+    assert resumed == [("transcoder", True)]
+    assert calls.analyzed == ["transcoder"]
+    assert (tc / "training.json").is_file() and (tc / "model.safetensors").is_file()
+
+
+def test_a_finished_model_trained_with_other_settings_is_refused(sweep_copy, monkeypatch):
+    configs = sweep_copy / "configs"
+    raw = yaml.safe_load((configs / "tiny.yaml").read_text())
+    raw["trainer"]["max_steps"] = 7
+    (configs / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"out/dense holds a model trained with other settings"):
+        run(sweep_copy, Calls())
