@@ -100,7 +100,8 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
     if settings["controls"]:
         runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
         runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(settings["seed"]), means["model"])
-    found = {"model": circuit_for(*runs["model"][:2], settings["ablation"], runs["model"][2], settings, mask)}
+    model, _, model_means = runs["model"]
+    found = {"model": circuit_for(model, graph, batch, settings["ablation"], model_means, settings, mask)}
     if settings["method"] == "mask":
         # The controls reuse the (k_coef, lr) chosen for the model: the same procedure, a third of the cost.
         chosen = found["model"]["chosen"]
@@ -134,9 +135,10 @@ def summary(tasks: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, A
         >>> t = {"a": {"status": "ok", "circuits": [{"nodes": {"model": 4}, "edges": {"model": 9},
         ...      "reached": {"model": True}}]}, "b": {"status": "ok", "circuits": [{"nodes": {"model": 16},
         ...      "edges": {"model": 1}, "reached": {"model": True}}]}}
-        >>> summary(t, {"level": "node", "method": "mask", "ablation": "mean", "target_loss": 0.15,
-        ...             "holdout": 0.5, "n_pairs": 8, "seed": 0, "controls": []})[0]["geomean_nodes"]["model"]
-        8.0
+        >>> row = summary(t, {"level": "node", "method": "mask", "ablation": "mean", "target_loss": 0.15,
+        ...                   "holdout": 0.5, "n_pairs": 8, "seed": 0, "controls": []})[0]
+        >>> round(row["geomean_nodes"]["model"], 6), row["tasks_reached"]["model"]
+        (8.0, 2)
     """
     ok = [t for t in tasks.values() if t["status"] == "ok"]
     row: dict[str, Any] = {key: settings[key] for key in RUN_KEYS}

@@ -196,9 +196,13 @@ def parent_fidelity(model: Any, parent: Any, tokens: Tensor, ablation: str = "me
     layers = []
     for l, block in enumerate(parent.blocks):
         io: list[tuple[Tensor, Tensor]] = []
+
+        def keep(mod: Any, inp: tuple[Tensor, ...], out: Tensor, io: list = io) -> None:
+            io.append((inp[0].detach(), out.detach()))
+
         # A forward hook on the parent's MLP module sees exactly what it reads and returns (after any
         # activation sparsity at mlp_in, before any at mlp_out), which no hook point carries in every config.
-        handle = block.mlp.register_forward_hook(lambda mod, inp, out: io.append((inp[0].detach(), out.detach())))
+        handle = block.mlp.register_forward_hook(keep)
         try:
             for start in range(0, tokens.shape[0], 16):
                 parent(tokens[start:start + 16, :-1].to(device))

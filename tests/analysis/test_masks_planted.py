@@ -175,8 +175,10 @@ def test_eap_ig_ranks_the_planted_nodes_first_and_its_effects_sum_to_the_gap(pla
     # with our own hooks (the right-endpoint Riemann sum over 64 steps is within a few percent).
     full = logit_diff(model(train.clean), train).mean().item()
     _, cache = model.run_with_cache(corpus, names=[s.hook for s in graph.sites])
-    hooks = [(s.hook, lambda x, hook, m=cache[s.hook].reshape(-1, s.size).mean(0): m.view(x.shape[2:]).expand_as(x))
-             for s in graph.sites]
+    def to_mean(mean):
+        return lambda x, hook: mean.view(x.shape[2:]).expand_as(x)
+
+    hooks = [(s.hook, to_mean(cache[s.hook].reshape(-1, s.size).mean(0))) for s in graph.sites]
     with model.hooks(hooks):
         empty = logit_diff(model(train.clean), train).mean().item()
     assert att.effects.sum().item() == pytest.approx(full - empty, rel=0.05)

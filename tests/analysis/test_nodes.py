@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from glassformer.analysis.nodes import GatedModel, NodeGraph, node_means
 from glassformer.analysis.tasks import TaskBatch
 from glassformer.analysis.tasks.base import logit_diff
-from glassformer.archs import MLP_REGISTRY, ModelConfig, TranscoderConfig, WeightSparsityConfig, build_model, project_
+from glassformer.archs import (
+    MLP_REGISTRY,
+    ModelConfig,
+    TranscoderConfig,
+    WeightSparsityConfig,
+    build_model,
+    project_,
+)
 
 
 def config(**overrides) -> ModelConfig:
