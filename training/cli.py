@@ -504,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="glassformer: %(message)s")
     try:
-        args = merge_union_flags(list(sys.argv[1:] if argv is None else argv))
+        args = merge_union_flags(gather_positional_lists(list(sys.argv[1:] if argv is None else argv)))
         CLI(COMMANDS, args=args, as_positional=True)
     except FloatingPointError as e:  # glassformer.training.guards.TrainingDiverged, without importing Lightning
         if os.environ.get("GLASSFORMER_DEBUG"):
