@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.nodes import GatedModel
+from glassformer.analysis.nodes import GatedModel, frozen_weights
 from glassformer.analysis.tasks.base import logit_diff
 
 NODE_SCORES: dict[str, str] = {
@@ -70,23 +70,15 @@ def attribute_nodes(method: str, gated: GatedModel, ig_steps: int = DEFAULT_IG_S
     per = max(1, max_tokens // max(1, gated.batch.clean.numel()))
     total = torch.zeros(n, dtype=torch.float64)
     forwards = 0
-    params = list(gated.model.parameters())
-    frozen = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            for first in range(0, len(alphas), per):
-                a = torch.tensor(alphas[first:first + per], device=gated.base.device)
-                gates = a[:, None].expand(len(a), n).clone().requires_grad_(True)  # (K, n_nodes)
-                logits = gated.logits(gates)  # (K, B, d_vocab)
-                m = sum(logit_diff(lg[:, None], gated.batch).float().sum() for lg in logits)
-                (grad,) = torch.autograd.grad(m, gates)
-                total += grad.sum(dim=0).double().cpu()
-                forwards += 1
-    finally:
-        for p, flag in zip(params, frozen, strict=True):
-            p.requires_grad_(flag)
+    with frozen_weights(gated.model), torch.enable_grad():
+        for first in range(0, len(alphas), per):
+            a = torch.tensor(alphas[first:first + per], device=gated.base.device)
+            gates = a[:, None].expand(len(a), n).clone().requires_grad_(True)  # (K, n_nodes)
+            logits = gated.logits(gates)  # (K, B, d_vocab)
+            m = sum(logit_diff(lg[:, None], gated.batch).float().sum() for lg in logits)
+            (grad,) = torch.autograd.grad(m, gates)
+            total += grad.sum(dim=0).double().cpu()
+            forwards += 1
     effects = (total / (len(alphas) * B)).float()
     return NodeAttribution(method, effects, time.perf_counter() - start, forwards)
 

@@ -28,7 +28,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +255,28 @@ def _weights(model: Any) -> list[dict[str, Tensor]]:
     return out
 
 
+@contextmanager
+def frozen_weights(model: Any) -> Iterator[None]:
+    """No gradient for ``model``'s weights inside the block (gates get theirs; the weights' would be computed
+    and thrown away); the flags are restored afterwards.
+
+    Example:
+        >>> lin = torch.nn.Linear(2, 2)
+        >>> with frozen_weights(lin):
+        ...     lin.weight.requires_grad
+        False
+    """
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
 @torch.no_grad()
 def node_means(model: Any, graph: NodeGraph, tokens: Tensor, batch_size: int = 16) -> Tensor:
     """Mean of every node over every position of corpus windows ``tokens`` (N, T): (n_nodes,).
@@ -321,7 +344,7 @@ class GatedModel:
 
             def fn(x: Tensor, hook: Any) -> Tensor:
                 y = x.view(K, B, *x.shape[1:])  # (K, B, T, *shape)
-                return (base + g * (y - base)).reshape(x.shape)
+                return torch.lerp(base.expand_as(y), y, g).reshape(x.shape)  # base + g (y - base), one kernel
             return fn
 
         rows = torch.arange(K * B, device=self.base.device)

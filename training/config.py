@@ -153,6 +153,8 @@ class TrainerConfig:
     """Devices per node, or ``auto``."""
     strategy: str = "auto"
     """Lightning strategy: ``auto``, ``ddp``, ``fsdp``..."""
+    num_nodes: int = 1
+    """Machines taking part (multi-node launch through torchrun or SLURM, see the README)."""
     loggers: list[Literal["csv", "tensorboard", "wandb"]] = field(default_factory=lambda: ["csv"])
     """Any of ``csv``, ``tensorboard``, ``wandb`` (W&B runs offline unless WANDB_MODE says otherwise)."""
     wandb_project: str = "glassformer"
@@ -163,7 +165,8 @@ class TrainerConfig:
     """Show Lightning's progress bar."""
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "val_every", "val_batches", "log_every", "checkpoint_every"):
+        for name in ("max_steps", "batch_size", "val_every", "val_batches", "log_every", "checkpoint_every",
+                     "num_nodes"):
             check_positive_int(getattr(self, name), f"trainer.{name}")
         check(isinstance(self.seed, int) and self.seed >= 0, "trainer.seed", self.seed, "a non-negative integer")
         bad = [lg for lg in self.loggers if lg not in LOGGERS]

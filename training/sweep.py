@@ -305,7 +305,8 @@ def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str
                 else:
                     analyze_fn(str(run.out), level=level, method=method, **p.analysis)
             else:
-                compare_fn([str(r.out) for r in runs], out=str(out / REPORT_DIR), baseline=str(runs[0].out))
+                with tqdm.external_write_mode():  # the verdict starts on a line of its own, not after the bar
+                    compare_fn([str(r.out) for r in runs], out=str(out / REPORT_DIR), baseline=str(runs[0].out))
             log.info("%s took %.0f s", label, time.perf_counter() - started)
             bar.update(1)
     finally:

@@ -162,8 +162,7 @@ def _build_trainer(trainer_cfg: TrainerConfig, optim_cfg: OptimConfig, out: Path
             precision=trainer_cfg.precision,
             accelerator=trainer_cfg.accelerator,
             devices=trainer_cfg.devices,
-            # num_nodes is not a TrainerConfig field yet; multi-node launches need it (see README, Scaling out).
-            num_nodes=getattr(trainer_cfg, "num_nodes", 1),
+            num_nodes=trainer_cfg.num_nodes,
             strategy=trainer_cfg.strategy,
             logger=build_loggers(trainer_cfg, out) or False,
             callbacks=callbacks,
@@ -221,7 +220,10 @@ def fit(
         raise ConfigError(f"data.cache_dir={str(cache)!r} is a file: expected a folder (or unset, for the default)")
     ckpt = out / "checkpoints" / LAST
     if resume and not ckpt.exists():
-        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist; start without --resume")
+        steps = sorted(ckpt.parent.glob("step*.ckpt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
+        hint = (f"; the newest periodic checkpoint is {steps[-1]}: copy it to {ckpt} to resume from it" if steps
+                else "; start without --resume")
+        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist{hint}")
     # Only the first process: under DDP / torchrun the others start with RANK (or LOCAL_RANK) set.
     if resume and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
         keep_csv_metrics(out)

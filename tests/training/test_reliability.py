@@ -100,6 +100,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_bit_identical_weights(tmp_pa
     out = tmp_path / "run"
     proc = start(train_argv(out), tmp_path)
     wait_for(out / "checkpoints" / f"step{after_checkpoint}.ckpt", proc)
+    wait_for(out / "checkpoints" / "last.ckpt", proc)  # written just after the first step4.ckpt
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     code, _, err = finish(proc)
