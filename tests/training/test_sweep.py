@@ -159,3 +159,18 @@ def test_a_finished_model_trained_with_other_settings_is_refused(sweep_copy, mon
     (configs / "tiny.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"out/dense holds a model trained with other settings"):
         run(sweep_copy, Calls())
+
+
+def test_the_sweep_ends_with_each_loss_beside_the_unigram_entropy_and_a_sample(finished, capsys):
+    from glassformer.archs import read_training
+    from glassformer.training.cli import SAMPLE_PROMPT, print_sweep_summary
+
+    print_sweep_summary(finished / "out", max_new_tokens=8)
+    lines = capsys.readouterr().out.splitlines()
+    for line, name in zip(lines, ["dense", "transcoder"], strict=False):
+        final = read_training(finished / "out" / name)["final"]
+        assert line.startswith(name)
+        assert f"validation loss {final['loss/val']:.4f}" in line
+        assert f"unigram entropy of the corpus {final['unigram_entropy']:.4f}" in line
+    assert lines[2].startswith("sample from dense")
+    assert "\n".join(lines[3:]).startswith(SAMPLE_PROMPT.strip())
