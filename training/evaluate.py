@@ -22,8 +22,11 @@ def recorded_data_config(model_dir: str | Path) -> DataConfig:
         >>> recorded_data_config("runs/demo/tiny").source  # doctest: +SKIP
         'python-stdlib'
     """
+    from glassformer.archs.config import from_dict
+
     data = read_training(model_dir).get("config", {}).get("data")
-    return DataConfig(**data) if data else DataConfig()
+    # Through from_dict: a hand-edited or newer training.json names the bad field instead of a TypeError.
+    return from_dict(DataConfig, data, "training.json: config.data") if data else DataConfig()
 
 
 def prepare_for(model_dir: str | Path, data: DataConfig | None = None) -> Any:

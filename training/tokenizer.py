@@ -86,7 +86,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not file.is_file():
         raise FileNotFoundError(f"no tokenizer at {file}: expected a tokenizer.json file or a model directory "
                                 "holding one")
-    tok = Tokenizer.from_file(str(file))
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise ValueError(f"{file} is not a readable tokenizer.json ({e}); retrain it or copy it from the run "
+                         "that wrote the model") from None
     # Not stored in tokenizer.json, so it must be restored on every load (see the module docstring).
     tok.encode_special_tokens = True
     return tok

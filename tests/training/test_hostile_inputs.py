@@ -260,3 +260,14 @@ def test_resuming_from_a_booby_trapped_or_corrupt_checkpoint_is_refused_without_
     (out / "checkpoints" / "last.ckpt").unlink()
     code, err = run_cli(capsys, *flags)
     assert code == 2 and "last.ckpt does not exist" in err
+
+
+def test_the_library_names_an_unknown_field_of_the_recorded_data_config(good_dir, tmp_path):
+    from glassformer.archs.config import ConfigError
+    from glassformer.training.evaluate import recorded_data_config
+
+    bad = copy_dir(good_dir, tmp_path / "bad")
+    CORRUPTIONS["training.json bad data config"][1](bad / "training.json")
+    with pytest.raises(ConfigError, match=r"config\.data\.warp_drive"):
+        recorded_data_config(bad)
+    assert recorded_data_config(good_dir).max_bytes == 300_000

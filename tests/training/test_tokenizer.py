@@ -136,3 +136,10 @@ def test_token_arrays_hold_each_document_after_an_eot_and_refuse_a_too_small_dty
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.bin", "val.bin"]
     with pytest.raises(ValueError, match="dtype=uint8"):
         write_token_arrays(docs, tok, paths, np.dtype(np.uint8))
+
+
+def test_load_tokenizer_names_an_unreadable_file(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text('{"version": "1.0", "model": ')  # truncated mid-write by some other tool
+    with pytest.raises(ValueError, match=r"tokenizer.json is not a readable tokenizer.json"):
+        load_tokenizer(tmp_path)
