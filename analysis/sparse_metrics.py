@@ -138,17 +138,6 @@ def fvu(y: Tensor, y_hat: Tensor) -> float:
     return float((y - y_hat).pow(2).sum()) / var if var > 0 else float("nan")
 
 
-def ce_loss_recovered(loss_clean: float, loss_spliced: float, loss_ablated: float) -> float:
-    """``(L_ablated - L_spliced) / (L_ablated - L_clean)``; NaN when the ablation changes nothing.
-
-    Example:
-        >>> ce_loss_recovered(2.0, 2.5, 4.0)
-        0.75
-    """
-    gap = loss_ablated - loss_clean
-    return (loss_ablated - loss_spliced) / gap if gap != 0 else float("nan")
-
-
 @torch.no_grad()
 def hidden_activity(model: Any, tokens: Tensor, hook: str, batch_size: int = 16,
                     dense_threshold: float = DEFAULT_DENSE_THRESHOLD) -> list[dict[str, Any]]:
@@ -216,14 +205,12 @@ def parent_fidelity(model: Any, parent: Any, tokens: Tensor, ablation: str = "me
                            ablation=ablation)
     for row, spliced in zip(layers, report["layers"], strict=True):
         row.update(loss_spliced=spliced["loss_spliced"], loss_ablated=spliced["loss_ablated"],
-                   ce_loss_recovered=ce_loss_recovered(report["loss_clean"], spliced["loss_spliced"],
-                                                       spliced["loss_ablated"]))
+                   ce_loss_recovered=spliced["ce_recovered"])
     every = report["all_layers"]
     return {"ablation": ablation, "loss_clean": report["loss_clean"], "tokens": int(tokens[:, 1:].numel()),
             "layers": layers,
             "all_layers": {"loss_spliced": every["loss_spliced"], "loss_ablated": every["loss_ablated"],
-                           "ce_loss_recovered": ce_loss_recovered(report["loss_clean"], every["loss_spliced"],
-                                                                  every["loss_ablated"])}}
+                           "ce_loss_recovered": every["ce_recovered"]}}
 
 
 def load_parent(model_dir: str | Path) -> tuple[Any | None, str]:

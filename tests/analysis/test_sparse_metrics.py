@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from glassformer.analysis.sparse_metrics import (
-    ce_loss_recovered,
     firing_frequency,
     frequency_summary,
     fvu,
@@ -23,6 +22,7 @@ from glassformer.analysis.sparse_metrics import (
     weight_density,
 )
 from glassformer.archs import ModelConfig, TopKMLPConfig, build_model, save_model_dir
+from glassformer.archs.convert import ce_recovered
 
 
 def test_l0_and_firing_frequency_by_hand():
@@ -72,8 +72,8 @@ def test_fvu_and_ce_loss_recovered_by_hand():
     y = torch.tensor([[1.0, 0.0], [3.0, 2.0]])  # mean (2, 1): total variance 4
     assert fvu(y, y) == 0.0
     assert fvu(y, torch.tensor([[1.0, 1.0], [3.0, 2.0]])) == pytest.approx(1 / 4)
-    assert ce_loss_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)
-    assert math.isnan(ce_loss_recovered(2.0, 2.5, 2.0))
+    assert ce_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)
+    assert math.isnan(ce_recovered(2.0, 2.5, 2.0))
 
 
 def dense_model(**kw):
