@@ -32,11 +32,12 @@ DEFAULT_IG_STEPS = 5
 
 @dataclass
 class Attribution:
-    """Edge scores of one method on one task batch."""
+    """Edge (or, from ``node_attribution``, node) scores of one method on one task batch."""
 
     method: str
     effects: Tensor
-    """(n_edges,) drop in mean logit difference when the edge alone is ablated (measured or estimated)."""
+    """(n_edges,) or (n_nodes,): drop in mean logit difference when the edge or node alone is ablated (measured or
+    estimated)."""
     seconds: float
     forwards: int
     """Model forwards run (one per batch of replicas)."""

@@ -19,12 +19,12 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from glassformer.analysis.attribution import DEFAULT_IG_STEPS, Attribution
 from glassformer.analysis.nodes import GatedModel, frozen_weights
 from glassformer.analysis.tasks.base import logit_diff
 
@@ -32,27 +32,12 @@ NODE_SCORES: dict[str, str] = {
     "eap": "attribution patching at node level: d(logit diff)/d(gate) at the model",
     "eap-ig": "integrated gradients over every node's gate, from all ablated to the model",
 }
-DEFAULT_IG_STEPS = 5
-
-
-@dataclass
-class NodeAttribution:
-    """Node effects of one method on one batch."""
-
-    method: str
-    effects: Tensor
-    """(n_nodes,) estimated drop in mean logit difference when the node is ablated."""
-    seconds: float
-    forwards: int
-
-    @property
-    def scores(self) -> Tensor:
-        return self.effects.abs()
-
-
 def attribute_nodes(method: str, gated: GatedModel, ig_steps: int = DEFAULT_IG_STEPS,
-                    max_tokens: int = 16384) -> NodeAttribution:
+                    max_tokens: int = 16384) -> Attribution:
     """Node effects by ``method`` (``eap`` or ``eap-ig``) on ``gated``'s batch; model weights get no gradient.
+
+    The :class:`~glassformer.analysis.attribution.Attribution` returned holds one effect per node (not per edge):
+    the estimated drop in mean logit difference when that node is ablated.
 
     Example:
         >>> att = attribute_nodes("eap-ig", GatedModel(model, graph, batch, "mean", means))  # doctest: +SKIP
@@ -80,7 +65,7 @@ def attribute_nodes(method: str, gated: GatedModel, ig_steps: int = DEFAULT_IG_S
             total += grad.sum(dim=0).double().cpu()
             forwards += 1
     effects = (total / (len(alphas) * B)).float()
-    return NodeAttribution(method, effects, time.perf_counter() - start, forwards)
+    return Attribution(method, effects, time.perf_counter() - start, forwards)
 
 
 def average_ranks(x: Tensor) -> Tensor:

@@ -115,16 +115,8 @@ class ModelConfig:
         check(self.init_std > 0, "model.init_std", self.init_std, "a positive float")
         if self.positional == "rotary":
             check(self.head_dim % 2 == 0, "model.d_head", self.head_dim, "an even width for rotary positions")
-        if isinstance(self.mlp, dict):
-            self.mlp = mlp_config_from_dict(self.mlp)
-        if isinstance(self.activation_sparsity, dict):
-            self.activation_sparsity = from_dict(ActivationSparsityConfig, self.activation_sparsity,
-                                                 "model.activation_sparsity")
-        if isinstance(self.weight_sparsity, dict):
-            self.weight_sparsity = from_dict(WeightSparsityConfig, self.weight_sparsity, "model.weight_sparsity")
         check(isinstance(self.penalties, list), "model.penalties", self.penalties, "a list of penalty configs")
-        self.penalties = [from_dict(PenaltyConfig, p, f"model.penalties[{i}]") if isinstance(p, dict) else p
-                          for i, p in enumerate(self.penalties)]
+        build_constraint_fields(self)
         # An MLP variant on a model without MLPs would be silently ignored: refuse it instead.
         check(not (self.attn_only and self.mlp is not None), "model.mlp", getattr(self.mlp, "kind", self.mlp),
               "null when attn_only is true (an attention-only model has no MLPs)")
@@ -161,6 +153,31 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         return from_dict(cls, d, "model")
+
+
+def build_constraint_fields(cfg: Any) -> None:
+    """Turn the dict-valued constraint fields of ``cfg`` (``mlp``, ``activation_sparsity``, ``weight_sparsity``,
+    ``penalties``: as they come from YAML or JSON) into their config dataclasses, in place; None stays None.
+
+    Shared by :class:`ModelConfig` and the fine-tuning config, whose fields have the same names and meaning.
+
+    Example:
+        >>> cfg = ModelConfig(d_model=64, n_heads=4)
+        >>> cfg.mlp = {"kind": "topk", "k": 8}
+        >>> build_constraint_fields(cfg); type(cfg.mlp).__name__
+        'TopKMLPConfig'
+    """
+    if isinstance(cfg.mlp, dict):
+        cfg.mlp = mlp_config_from_dict(cfg.mlp)
+    if isinstance(cfg.activation_sparsity, dict):
+        cfg.activation_sparsity = from_dict(ActivationSparsityConfig, cfg.activation_sparsity,
+                                            "model.activation_sparsity")
+    if isinstance(cfg.weight_sparsity, dict):
+        cfg.weight_sparsity = from_dict(WeightSparsityConfig, cfg.weight_sparsity, "model.weight_sparsity")
+    if cfg.penalties is not None:
+        check(isinstance(cfg.penalties, list), "model.penalties", cfg.penalties, "a list of penalty configs")
+        cfg.penalties = [from_dict(PenaltyConfig, p, f"model.penalties[{i}]") if isinstance(p, dict) else p
+                         for i, p in enumerate(cfg.penalties)]
 
 
 def mlp_config_from_dict(d: dict[str, Any]) -> Any:

@@ -26,10 +26,10 @@ log = logging.getLogger("glassformer")
 
 
 def train(
-    model: ModelConfig = ModelConfig(),
-    data: DataConfig = DataConfig(),
-    optim: OptimConfig = OptimConfig(),
-    trainer: TrainerConfig = TrainerConfig(),
+    model: ModelConfig = ModelConfig(),  # noqa: B008 (the signature is the CLI schema)
+    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
+    optim: OptimConfig = OptimConfig(),  # noqa: B008 (the signature is the CLI schema)
+    trainer: TrainerConfig = TrainerConfig(),  # noqa: B008 (the signature is the CLI schema)
     out: str = "runs/latest",
     resume: bool = False,
 ) -> None:
@@ -263,12 +263,12 @@ from glassformer.training.finetune import DistillConfig, FinetuneModelConfig  # 
 
 def finetune(
     parent: str | None = None,
-    model: FinetuneModelConfig = FinetuneModelConfig(),
-    distill: DistillConfig = DistillConfig(),
+    model: FinetuneModelConfig = FinetuneModelConfig(),  # noqa: B008 (the signature is the CLI schema)
+    distill: DistillConfig = DistillConfig(),  # noqa: B008 (the signature is the CLI schema)
     kl_coef: float = 0.0,
-    data: DataConfig = DataConfig(),
-    optim: OptimConfig = OptimConfig(),
-    trainer: TrainerConfig = TrainerConfig(),
+    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
+    optim: OptimConfig = OptimConfig(),  # noqa: B008 (the signature is the CLI schema)
+    trainer: TrainerConfig = TrainerConfig(),  # noqa: B008 (the signature is the CLI schema)
     out: str = "runs/finetune",
 ) -> None:
     """Convert a pretrained model's MLPs by distillation, add constraints, fine-tune it, write a model directory.
@@ -367,7 +367,7 @@ def sweep(
     preset: str = "quick",
     variants: list[str] | str | None = None,
     out: str = "runs/sweep",
-    data: DataConfig = DataConfig(),
+    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
     configs: str | None = None,
     threads: int | None = None,
     progress: bool = True,

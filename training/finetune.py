@@ -30,10 +30,9 @@ from glassformer.archs.activation_sparsity import ActivationSparsityConfig
 from glassformer.archs.config import (
     ConfigError,
     ModelConfig,
+    build_constraint_fields,
     check,
     check_positive_int,
-    from_dict,
-    mlp_config_from_dict,
 )
 from glassformer.archs.mlp import MLPConfig
 from glassformer.archs.model_dir import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, ModelDirError
@@ -66,17 +65,7 @@ class FinetuneModelConfig:
     """Weight sparsity, annealed from the pretrained (dense) weights to its target fraction during fine-tuning."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.mlp, dict):
-            self.mlp = mlp_config_from_dict(self.mlp)
-        if isinstance(self.activation_sparsity, dict):
-            self.activation_sparsity = from_dict(ActivationSparsityConfig, self.activation_sparsity,
-                                                 "model.activation_sparsity")
-        if isinstance(self.weight_sparsity, dict):
-            self.weight_sparsity = from_dict(WeightSparsityConfig, self.weight_sparsity, "model.weight_sparsity")
-        if self.penalties is not None:
-            check(isinstance(self.penalties, list), "model.penalties", self.penalties, "a list of penalty configs")
-            self.penalties = [from_dict(PenaltyConfig, p, f"model.penalties[{i}]") if isinstance(p, dict) else p
-                              for i, p in enumerate(self.penalties)]
+        build_constraint_fields(self)
 
     def apply(self, parent: ModelConfig) -> ModelConfig:
         """The parent's config with these changes, validated (a bad value raises naming ``model.<field>``)."""

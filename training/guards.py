@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from glassformer.archs.model_dir import atomic_writer
 
 log = logging.getLogger("glassformer")
 
@@ -117,18 +118,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     f"refusing to write {path}: it would hold non-finite values in {', '.join(bad[:5])}"
                     f"{' ...' if len(bad) > 5 else ''}", step=int(checkpoint.get("global_step", -1)),
                     quantity=bad[0], checkpoint=self.last_saved[0] if self.last_saved else None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder as the destination, so os.replace is a rename within one file system (atomic on POSIX).
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as f:
+            torch.save(checkpoint, f)
         _fsync_folder(path.parent)
         self.last_saved = (path, int(checkpoint.get("global_step", -1)))
 

@@ -23,7 +23,7 @@ def test_save_load_round_trips_weights_and_logits_exactly(tmp_path_factory, seed
     path = save_model_dir(tmp_path_factory.mktemp("m"), model)
     loaded = load_model_dir(path)
     assert loaded.cfg == cfg
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     tokens = torch.randint(0, 40, (2, 12))
     assert torch.equal(model(tokens), loaded(tokens))
