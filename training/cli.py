@@ -374,7 +374,7 @@ def sweep(
 ) -> None:
     """Train the dense baseline and constrained variants at matched size, analyse each, and compare them.
 
-    Presets: quick (2 layers, half the tiny widths, 400 steps; dense, transcoder, weight_sparse: `make demo`)
+    Presets: quick (2 layers, half the tiny widths, 600 steps; dense, transcoder, weight_sparse: `make demo`)
     and standard (configs/*.yaml as they are, every variant). Rerunning the same command continues where it
     stopped: finished models and analyses are reused, an interrupted training resumes from its last checkpoint.
     The report lands in OUT/report/index.html.
