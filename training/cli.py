@@ -533,6 +533,34 @@ def merge_union_flags(argv: list[str]) -> list[str]:
     return out
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stderr`` is at the time (tests and tqdm replace it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """Print glassformer's INFO messages to stderr as ``glassformer: ...``, once.
+
+    Only the ``glassformer`` logger gets a handler: a handler on the root logger would print every Lightning
+    message a second time (Lightning's loggers have their own handler and also propagate to the root).
+    """
+    if any(getattr(h, "_glassformer", False) for h in log.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("glassformer: %(message)s"))
+    handler._glassformer = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``glassformer`` console script.
 
@@ -541,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     from jsonargparse import CLI
 
-    logging.basicConfig(level=logging.INFO, format="glassformer: %(message)s")
+    configure_logging()
     try:
         args = merge_union_flags(gather_positional_lists(list(sys.argv[1:] if argv is None else argv)))
         CLI(COMMANDS, args=args, as_positional=True)
