@@ -336,10 +336,18 @@ def _summary(result: dict[str, Any], settings: dict[str, Any]) -> list[dict[str,
         row: dict[str, Any] = {key: settings[key] for key in ("level", "method", "ablation", "n_pairs", "seed",
                                                                "controls")}
         row.update(selection=selection, n_tasks=len(ok))
+        who_all = ("model", *CONTROLS)
+        # A size measured without signal (the model's logit difference is not clearly above the empty circuit's)
+        # is noise over noise: the second mean leaves those tasks out, per subject.
+        with_signal = {who: [t for t in ok if t["circuits"][i]["signal"].get(who)] for who in who_all}
+        row["n_tasks_with_signal"] = {who: len(ts) for who, ts in with_signal.items()}
         for key in SIZE_KEYS:
             row[f"geomean_{key}"] = {
                 who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in ok])
-                for who in ("model", *CONTROLS)}
+                for who in who_all}
+            row[f"signal_geomean_{key}"] = {
+                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in with_signal[who]])
+                for who in who_all}
         out.append(row)
     return out
 
@@ -394,6 +402,12 @@ def _component_table(result: dict[str, Any]) -> list[str]:
         summary = result["summary"][i]
         geo = [_cell({k: summary[f"geomean_{k}"], "signal": {}}, k, _geo) for k in SIZE_KEYS]
         lines.append(f"{'geomean':<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo))
+        if "signal_geomean_" + SIZE_KEYS[0] in summary:  # analyses written before it lack this row
+            n = summary["n_tasks_with_signal"]
+            geo = [_cell({k: summary[f"signal_geomean_{k}"], "signal": {}}, k, _geo) for k in SIZE_KEYS]
+            counts = f"{n['model']} [" + " | ".join(str(n[w]) for w in CONTROLS if w in n) + "]"
+            lines.append(f"{'geomean, signal':<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo)
+                         + f"  over the tasks with signal: {counts}")
     return lines
 
 

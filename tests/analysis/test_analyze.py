@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -66,6 +67,17 @@ def test_every_circuit_number_carries_its_settings_and_controls(result):
                 assert c["faithfulness_curve"][who][-1]["f"] == 1.0
     for row in out["summary"]:
         assert set(row["geomean_N_0.8"]) == {"model", *CONTROLS}
+
+
+def test_the_signal_geomean_leaves_out_each_subjects_tasks_without_signal(result):
+    _, out = result
+    for i, row in enumerate(out["summary"]):
+        for who in ("model", *CONTROLS):
+            kept = [t["circuits"][i]["N_0.8"][who]["edges"] for t in out["tasks"].values()
+                    if t["status"] == "ok" and t["circuits"][i]["signal"][who]]
+            assert row["n_tasks_with_signal"][who] == len(kept)
+            expected = math.prod(kept) ** (1 / len(kept)) if kept else None
+            assert row["signal_geomean_N_0.8"][who] == (pytest.approx(expected) if kept else None)
 
 
 def test_the_table_puts_controls_beside_every_size(result):
