@@ -179,8 +179,14 @@ def main() -> None:
         peak = [0]
 
         def sample() -> None:
+            started, last_report = time.perf_counter(), time.perf_counter()
             while proc.poll() is None:
-                peak[0] = max(peak[0], _rss_kb(proc.pid))
+                now_kb = _rss_kb(proc.pid)
+                peak[0] = max(peak[0], now_kb)
+                if time.perf_counter() - last_report >= 60:  # progress on a run that takes an hour
+                    last_report = time.perf_counter()
+                    print(f"{last_report - started:6.0f} s: RSS {now_kb / 1024:.0f} MB, peak so far "
+                          f"{peak[0] / 1024:.0f} MB", file=sys.stderr, flush=True)
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=sample, daemon=True)
