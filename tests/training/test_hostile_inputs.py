@@ -25,7 +25,7 @@ N_FLAG_CASES = 60  # hypothesis examples of a bad flag (each a full parse; 0.1-0
 
 @pytest.fixture(autouse=True)
 def _quiet_stale_log_handlers(monkeypatch):
-    """Log handlers (logging.basicConfig's in ``main``, Lightning's own) keep the stderr of whichever test created
+    """Log handlers (Lightning's own) keep the stderr of whichever test created
     them, closed by the time a later test logs; logging then prints a "Logging error" traceback that belongs to
     pytest's stream swapping, not to the CLI. The subprocess test checks the real console script."""
     monkeypatch.setattr(logging, "raiseExceptions", False)
