@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from glassformer.archs.config import check, check_fraction
@@ -75,15 +76,18 @@ class AbsTopK(nn.Module):
     def __init__(self, k: int, impl: str = "auto", flatten: int = 1):
         super().__init__()
         self.k, self.impl, self.flatten = k, impl, flatten
+        self.last_density: Tensor | None = None
+        """Non-zero fraction of the last output, a 0-dim tensor (read as a float only when logged, so a GPU step
+        does not wait for it): at most k / width, lower where kept entries are exactly 0."""
 
     def forward(self, x: Tensor) -> Tensor:
         from glassformer import kernels
 
-        if self.flatten == 1:
-            return kernels.topk_activation(x, self.k, use_abs=True, impl=self.impl)
-        shape = x.shape
-        flat = x.flatten(-self.flatten)  # (..., n_heads * d_head)
-        return kernels.topk_activation(flat, self.k, use_abs=True, impl=self.impl).view(shape)
+        flat = x if self.flatten == 1 else x.flatten(-self.flatten)  # (..., width); q/k/v: all heads of a token
+        out = kernels.topk_activation(flat, self.k, use_abs=True, impl=self.impl)
+        with torch.no_grad():
+            self.last_density = (out != 0).float().mean()
+        return out if self.flatten == 1 else out.view(x.shape)
 
     def extra_repr(self) -> str:
         return f"k={self.k}"

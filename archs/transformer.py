@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.archs.activation_sparsity import site_modules
+from glassformer.archs.activation_sparsity import AbsTopK, site_modules
 from glassformer.archs.config import ModelConfig
 from glassformer.archs.hooks import HookedModule, HookPoint
 from glassformer.archs.penalties import Penalties
@@ -290,6 +290,15 @@ class Transformer(HookedModule):
                 per_layer.setdefault(name, []).append(value)
         for name, values in per_layer.items():
             out[f"sparsity/{name}"] = sum(values) / len(values)
+        # Activation sparsity: the measured non-zero fraction at each AbsTopK site, averaged over layers.
+        by_site: dict[str, list[float]] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, AbsTopK) and module.last_density is not None:
+                by_site.setdefault(name.rsplit("sparsify_", 1)[-1], []).append(float(module.last_density))
+        for site, values in by_site.items():
+            out[f"sparsity/act_density/{site}"] = sum(values) / len(values)
+        if by_site:
+            out["sparsity/act_density"] = sum(sum(v) for v in by_site.values()) / sum(len(v) for v in by_site.values())
         if self.penalties is not None:
             out.update(self.penalties.stats())
         return out

@@ -2,9 +2,10 @@
 
 Each config is trained through the real CLI (`glassformer train --config configs/X.yaml`) with the same step
 count, batch and context, so every run sees the same tokens; the table reads each model directory's
-training.json and its metrics.csv (the last logged L0, dead fraction and weight density).
+training.json and its metrics.csv (the last logged MLP L0, dead fraction, activation density at the AbsTopK
+sites and weight density of the covered tensors).
 
-    python benchmarks/variant_runs.py --steps 200 --out runs/variants
+    python benchmarks/variant_runs.py --steps 300 --out runs/variants
 """
 
 from __future__ import annotations
@@ -59,15 +60,18 @@ def main() -> None:
         rows.append({
             "variant": name, "val_loss": t["final"]["loss/val"], "tokens": t["tokens_seen"],
             "l0": last_logged(metrics, "sparsity/l0"), "dead": last_logged(metrics, "sparsity/dead_fraction"),
-            "density": last_logged(metrics, "weights/density"), "wall_s": t["wall_seconds"],
+            "density": last_logged(metrics, "weights/density"), "act": last_logged(metrics, "sparsity/act_density"),
+            "wall_s": t["wall_seconds"],
             "tok_s": t["throughput"]["tokens_per_sec"], "unigram": t["final"]["unigram_entropy"],
         })
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    print("| variant | val loss (nats) | tokens | L0 | dead fraction | weight density | wall (s) | tokens/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | val loss (nats) | tokens | MLP L0 | dead fraction | activation density | weight density | "
+          "wall (s) | tokens/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['variant']} | {r['val_loss']:.3f} | {r['tokens']:,} | {fmt(r['l0'], '.1f')} | "
-              f"{fmt(r['dead'], '.3f')} | {fmt(r['density'], '.3f')} | {r['wall_s']:.0f} | {r['tok_s']:.0f} |")
+              f"{fmt(r['dead'], '.3f')} | {fmt(r['act'], '.3f')} | {fmt(r['density'], '.3f')} | {r['wall_s']:.0f} | "
+              f"{r['tok_s']:.0f} |")
     print(f"unigram entropy of the corpus: {rows[0]['unigram']:.3f} nats")
 
 

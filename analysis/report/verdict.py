@@ -65,7 +65,10 @@ def compare_sizes(model: dict[str, Any], base: dict[str, Any], level: str) -> di
     if len(common) < MIN_TASKS:
         out["judgement"] = "too few tasks"
     elif not controls:
-        out["judgement"] = "no controls"
+        # Measured but never at the target (a node-level control that no mask brings to the target loss) is not the
+        # same as not measured: the model's circuits exist where the controls' do not, yet there is no ratio.
+        measured = any(c in mine[n]["size"] and c in theirs[n]["size"] for n in common for c in CONTROLS)
+        out["judgement"] = "controls not at the target" if measured else "no controls"
     else:
         real = abs(math.log(out["times_smaller"])) > spread + math.log(MARGIN)
         out["judgement"] = "real" if real else "within the controls"
@@ -127,7 +130,9 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
             why = {"real": "so the difference is real",
                    "within the controls": "so the difference is within what the controls show",
                    "too few tasks": "but too few tasks carry signal to call the difference real",
-                   "no controls": "no controls were measured, so whether it is real is not known"}[c["judgement"]]
+                   "no controls": "no controls were measured, so whether it is real is not known",
+                   "controls not at the target": "the controls were measured but never reached the target, so there "
+                                                 "is no control ratio to judge it by"}[c["judgement"]]
             parts.append(f"{level} circuits {ratio} (geometric mean {c['key']} {_f(c['size'], 1)} against "
                          f"{_f(c['base_size'], 1)} {c['unit']} over {c['n_tasks']} tasks with signal in both)"
                          + (f"; the controls' ratios are {ctrl}, {why};" if ctrl else f"; {why};"))

@@ -44,6 +44,19 @@ def test_fewer_than_three_tasks_with_signal_give_no_call():
     assert c["judgement"] == "too few tasks" and c["times_smaller"] == pytest.approx(4.0)
 
 
+def test_controls_that_never_reach_the_target_are_told_apart_from_no_controls():
+    # None: measured, but no circuit of the control reached the target (node level's "-").
+    c = compare_sizes(record([10, 10, 10], None, None), record([40, 40, 40], None, None), "component")
+    assert c["controls"] == {} and c["judgement"] == "controls not at the target"
+    bare = record([10, 10, 10], 5, 5)
+    for t in bare["tasks"]:
+        t["circuits"]["component"]["size"] = {"model": 10}
+    base = record([40, 40, 40], 5, 5)
+    for t in base["tasks"]:
+        t["circuits"]["component"]["size"] = {"model": 40}
+    assert compare_sizes(bare, base, "component")["judgement"] == "no controls"
+
+
 def test_tasks_without_signal_are_left_out():
     c = compare_sizes(record([10, 10, 10], 5, 5, signal=False), record([40, 40, 40], 5, 5), "component")
     assert c["n_tasks"] == 0 and c["judgement"] == "no signal"

@@ -91,3 +91,21 @@ def test_an_mlp_site_on_an_attention_only_model_is_refused():
     with pytest.raises(ConfigError, match=r"model\.activation_sparsity\.sites.*attention-only"):
         small_cfg(attn_only=True, activation_sparsity={"sites": ["attn_out", "mlp_out"]})
     small_cfg(attn_only=True, activation_sparsity={"sites": ["attn_out", "q"]})  # attention sites are fine
+
+
+def test_stats_report_the_measured_density_of_each_site():
+    model = build_model(small_cfg(activation_sparsity={"sites": ["q", "mlp_out"], "fraction": 0.25}))
+    assert model.stats() == {}  # nothing measured before a forward
+    seen = {}
+    hooks = [site_module(model, layer, site).register_forward_hook(
+        lambda mod, inputs, out, key=(layer, site): seen.__setitem__(key, (out != 0).float().mean().item()))
+        for layer in range(2) for site in ("q", "mlp_out")]
+    model(torch.randint(0, 50, (2, 7)))
+    for h in hooks:
+        h.remove()
+    stats = model.stats()
+    for site in ("q", "mlp_out"):
+        assert stats[f"sparsity/act_density/{site}"] == pytest.approx((seen[0, site] + seen[1, site]) / 2)
+        assert stats[f"sparsity/act_density/{site}"] <= 0.25 + 1e-6
+    assert "sparsity/act_density/k" not in stats
+    assert stats["sparsity/act_density"] == pytest.approx(sum(seen.values()) / 4)
