@@ -40,3 +40,13 @@ def pytest_collection_modifyitems(config, items):
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test. Debug-sized tensors on a 2-core machine gain nothing from a second
+    thread and lose 5-10x to contention when other work shares the cores (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,13 +19,8 @@ CFG = ModelConfig(d_vocab=64, n_ctx=16, d_model=32, n_layers=2, n_heads=2, d_mlp
 FAST = dict(steps=200, batch_tokens=512)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: on the 2 shared cores, a second intra-op thread only adds contention (measured 10x).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are tiny: a second intra-op thread only adds contention (the root conftest's one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sparse_dense_model() -> nn.Module:

@@ -35,13 +35,7 @@ SHORT = ["--trainer.max_steps", "3", "--trainer.batch_size", "4", "--trainer.val
          "--distill.eval_tokens", "512", "--distill.batch_tokens", "1024", "--data.max_bytes", "300000"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Debug-sized tensors: on the 2 shared cores a second intra-op thread only adds contention (measured 5-10x).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # debug-sized tensors (the root conftest's one_thread)
 
 
 def sha256(path: Path) -> str:

@@ -270,14 +270,6 @@ DEBUG_FLAGS = ["--config", str(ROOT / "configs" / "debug.yaml"), "--data.max_byt
 BAD_STEP = 6  # global_step when the bad value appears: the 7th step, after the step-4 checkpoint
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def assert_only_good_checkpoints(out: Path) -> None:
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == ["last.ckpt", "step4.ckpt"], names

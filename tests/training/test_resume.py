@@ -32,14 +32,6 @@ class Crash(RuntimeError):
 
 
 @pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def recorded(monkeypatch):
     """Patches training_step to record (global_step, batch digest), to crash on demand, and to draw from the
     global torch RNG the way dropout would (so a resume that lost the RNG state changes the weights)."""
