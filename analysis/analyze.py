@@ -400,14 +400,14 @@ def _component_table(result: dict[str, Any]) -> list[str]:
             lines.append(f"{name:<{width}}  {capm['accuracy']:>5.2f} {capm['loss']:>6.3f}  "
                          + "  ".join(f"{x:<26}" for x in cells))
         summary = result["summary"][i]
-        geo = [_cell({k: summary[f"geomean_{k}"], "signal": {}}, k, _geo) for k in SIZE_KEYS]
-        lines.append(f"{'geomean':<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo))
-        if "signal_geomean_" + SIZE_KEYS[0] in summary:  # analyses written before it lack this row
-            n = summary["n_tasks_with_signal"]
-            geo = [_cell({k: summary[f"signal_geomean_{k}"], "signal": {}}, k, _geo) for k in SIZE_KEYS]
+        n = summary.get("n_tasks_with_signal")  # analyses written before the signal-only row lack it
+        rows = [("geomean", "geomean_", "")]
+        if n is not None:
             counts = f"{n['model']} [" + " | ".join(str(n[w]) for w in CONTROLS if w in n) + "]"
-            lines.append(f"{'geomean, signal':<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo)
-                         + f"  over the tasks with signal: {counts}")
+            rows.append(("geomean, signal", "signal_geomean_", f"  over the tasks with signal: {counts}"))
+        for label, prefix, note in rows:
+            geo = [_cell({k: summary[prefix + k], "signal": {}}, k, _geo) for k in SIZE_KEYS]
+            lines.append(f"{label:<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo) + note)
     return lines
 
 

@@ -77,16 +77,17 @@ class AbsTopK(nn.Module):
         super().__init__()
         self.k, self.impl, self.flatten = k, impl, flatten
         self.last_density: Tensor | None = None
-        """Non-zero fraction of the last output, a 0-dim tensor (read as a float only when logged, so a GPU step
-        does not wait for it): at most k / width, lower where kept entries are exactly 0."""
+        """Non-zero fraction of the last training output, a 0-dim tensor (read as a float only when logged, so a
+        GPU step does not wait for it): at most k / width, lower where kept entries are exactly 0. Not measured
+        in eval mode, so analysis and generation do not pay for it."""
 
     def forward(self, x: Tensor) -> Tensor:
         from glassformer import kernels
 
         flat = x if self.flatten == 1 else x.flatten(-self.flatten)  # (..., width); q/k/v: all heads of a token
         out = kernels.topk_activation(flat, self.k, use_abs=True, impl=self.impl)
-        with torch.no_grad():
-            self.last_density = (out != 0).float().mean()
+        if self.training:
+            self.last_density = torch.count_nonzero(out.detach()) / out.numel()
         return out if self.flatten == 1 else out.view(x.shape)
 
     def extra_repr(self) -> str:

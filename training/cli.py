@@ -26,10 +26,10 @@ log = logging.getLogger("glassformer")
 
 
 def train(
-    model: ModelConfig = ModelConfig(),  # noqa: B008 (the signature is the CLI schema)
-    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
-    optim: OptimConfig = OptimConfig(),  # noqa: B008 (the signature is the CLI schema)
-    trainer: TrainerConfig = TrainerConfig(),  # noqa: B008 (the signature is the CLI schema)
+    model: ModelConfig = ModelConfig(),
+    data: DataConfig = DataConfig(),
+    optim: OptimConfig = OptimConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
     out: str = "runs/latest",
     resume: bool = False,
 ) -> None:
@@ -263,12 +263,12 @@ from glassformer.training.finetune import DistillConfig, FinetuneModelConfig  # 
 
 def finetune(
     parent: str | None = None,
-    model: FinetuneModelConfig = FinetuneModelConfig(),  # noqa: B008 (the signature is the CLI schema)
-    distill: DistillConfig = DistillConfig(),  # noqa: B008 (the signature is the CLI schema)
+    model: FinetuneModelConfig = FinetuneModelConfig(),
+    distill: DistillConfig = DistillConfig(),
     kl_coef: float = 0.0,
-    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
-    optim: OptimConfig = OptimConfig(),  # noqa: B008 (the signature is the CLI schema)
-    trainer: TrainerConfig = TrainerConfig(),  # noqa: B008 (the signature is the CLI schema)
+    data: DataConfig = DataConfig(),
+    optim: OptimConfig = OptimConfig(),
+    trainer: TrainerConfig = TrainerConfig(),
     out: str = "runs/finetune",
 ) -> None:
     """Convert a pretrained model's MLPs by distillation, add constraints, fine-tune it, write a model directory.
@@ -367,7 +367,7 @@ def sweep(
     preset: str = "quick",
     variants: list[str] | str | None = None,
     out: str = "runs/sweep",
-    data: DataConfig = DataConfig(),  # noqa: B008 (the signature is the CLI schema)
+    data: DataConfig = DataConfig(),
     configs: str | None = None,
     threads: int | None = None,
     progress: bool = True,
@@ -551,11 +551,10 @@ def configure_logging() -> None:
     Only the ``glassformer`` logger gets a handler: a handler on the root logger would print every Lightning
     message a second time (Lightning's loggers have their own handler and also propagate to the root).
     """
-    if any(getattr(h, "_glassformer", False) for h in log.handlers):
+    if any(isinstance(h, _StderrHandler) for h in log.handlers):
         return
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("glassformer: %(message)s"))
-    handler._glassformer = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
