@@ -1,7 +1,8 @@
-"""glassformer.analysis: task suites, capability, the component graph, circuit discovery and faithfulness.
+"""glassformer.analysis: task suites, capability, circuits at two levels (components and nodes), and reports.
 
 Reads model directories and touches models only through hook names and public methods; never imports
-``glassformer.training``.
+``glassformer.training``. :func:`analyze` takes one :class:`AnalysisConfig`; the levels live in
+:mod:`glassformer.analysis.component` and :mod:`glassformer.analysis.node`.
 
 Example:
     >>> from glassformer.analysis import METHODS, TASKS, ComponentGraph
@@ -9,18 +10,23 @@ Example:
     (110, True, True)
 """
 
-from glassformer.analysis.ablation import ABLATIONS, Patcher, writer_means
-from glassformer.analysis.analyze import CONTROLS, LEVELS, SCHEMA_VERSION, analyze, format_table
-from glassformer.analysis.attribution import METHODS, Attribution, attribute
+from glassformer.analysis.analyze import LEVELS, analyze, format_table, random_init_control, task_batches
 from glassformer.analysis.capability import task_capability, validation_loss
-from glassformer.analysis.circuits import SELECTIONS, circuit_mask, rank
-from glassformer.analysis.graph import ComponentGraph, edge_count
-from glassformer.analysis.metrics import Faithfulness, evaluate_ranking
+from glassformer.analysis.common import CONTROLS, WHO, geometric_mean
+from glassformer.analysis.component.ablation import ABLATIONS, Patcher, writer_means
+from glassformer.analysis.component.attribution import METHODS, Attribution, attribute
+from glassformer.analysis.component.circuits import SELECTIONS, circuit_mask, rank
+from glassformer.analysis.component.faithfulness import Faithfulness, evaluate_ranking
+from glassformer.analysis.component.graph import ComponentGraph, edge_count
+from glassformer.analysis.config import DEFAULT_METHOD, AnalysisConfig
+from glassformer.analysis.node.masks import MaskConfig
+from glassformer.analysis.results import SCHEMA_VERSION, read_analysis, runs_matching
 from glassformer.analysis.tasks import TASKS, AnswerTokenError, TaskBatch, TaskError
 
 __all__ = [
-    "analyze", "format_table", "SCHEMA_VERSION", "LEVELS", "CONTROLS", "TASKS", "TaskBatch", "TaskError",
-    "AnswerTokenError", "METHODS", "ABLATIONS", "SELECTIONS", "attribute", "Attribution", "ComponentGraph",
-    "edge_count", "Patcher", "writer_means", "Faithfulness", "evaluate_ranking", "rank", "circuit_mask",
-    "validation_loss", "task_capability",
+    "analyze", "format_table", "task_batches", "random_init_control", "AnalysisConfig", "MaskConfig",
+    "DEFAULT_METHOD", "SCHEMA_VERSION", "read_analysis", "runs_matching", "LEVELS", "CONTROLS", "WHO",
+    "geometric_mean", "TASKS", "TaskBatch", "TaskError", "AnswerTokenError", "METHODS", "ABLATIONS", "SELECTIONS",
+    "attribute", "Attribution", "ComponentGraph", "edge_count", "Patcher", "writer_means", "Faithfulness",
+    "evaluate_ranking", "rank", "circuit_mask", "validation_loss", "task_capability",
 ]

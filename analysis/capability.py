@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from glassformer.analysis.ablation import check_tokens
+from glassformer.analysis.common import check_tokens
 from glassformer.analysis.tasks.base import TaskBatch, task_metrics
 
 

@@ -1,4 +1,4 @@
-"""Interpretability metrics of sparse layers (REFERENCE.md), for any model that has MLPs, neurons or latents.
+"""Interpretability metrics of sparse layers (docs/methods.md), for any model that has MLPs, neurons or latents.
 
 Per layer, on corpus tokens, at the hidden site (``hook_post`` for neurons, ``hook_latents`` for transcoders):
 
@@ -249,7 +249,7 @@ def sparse_layer_report(model: Any, tokens: Tensor, *, parent: Any = None, paren
         >>> r["layers"][0]["site"], r["parent"]
         ('blocks.0.mlp.hook_post', None)
     """
-    from glassformer.analysis.nodes import hidden_site
+    from glassformer.analysis.node.graph import hidden_site
 
     out: dict[str, Any] = {"weight_density": weight_density(model), "layers": [], "parent": None,
                            "parent_note": parent_note or "no parent given"}
@@ -264,3 +264,23 @@ def sparse_layer_report(model: Any, tokens: Tensor, *, parent: Any = None, paren
     if parent is not None:
         out["parent"] = parent_fidelity(model, parent, eval_tokens if eval_tokens is not None else tokens, ablation)
     return out
+
+
+def format_sparse_table(sparse: dict[str, Any]) -> list[str]:
+    """Lines of the sparse-layer table: per layer L0, dead and dense fractions, interference, and FVU and CE loss
+    recovered against the parent when there is one."""
+    cos = sparse["layers"][0]["interference"]["threshold"]
+    lines = [f"sparse layers: weight density {sparse['weight_density']['overall']:.3f}; {sparse['parent_note']}",
+             f"layer  {'L0':>8} {'dead':>6} {'dense':>6}  |cos|>{cos:g}  {'FVU':>7} {'CE rec.':>7}"]
+    parent = {row["layer"]: row for row in (sparse.get("parent") or {}).get("layers", [])}
+    for row in sparse["layers"]:
+        p = parent.get(row["layer"], {})
+        frac = row["interference"]["fraction_above"]
+        lines.append(f"{row['layer']:<6} {row['l0']:>8.1f} {row['dead_fraction']:>6.3f} {row['dense_fraction']:>6.3f}"
+                     f"  {'-' if frac is None else f'{frac:.4f}':>9}  {_fmt(p.get('fvu'), 7, 4)} "
+                     f"{_fmt(p.get('ce_loss_recovered'), 7, 3)}")
+    return lines
+
+
+def _fmt(v: Any, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from glassformer.analysis.ablation import writer_means
-from glassformer.analysis.attribution import attribute
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.attribution import attribute
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks import TASKS
 from glassformer.archs import build_model, presets
 

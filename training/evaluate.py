@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from glassformer.archs import load_config, load_model_dir, read_training
 from glassformer.training.config import DataConfig
-from glassformer.training.datamodule import FixedWindows, RandomWindows
+from glassformer.training.windows import FixedWindows, RandomWindows
 
 
 def recorded_data_config(model_dir: str | Path) -> DataConfig:

@@ -38,6 +38,7 @@ from glassformer.archs.mlp import MLPConfig
 from glassformer.archs.model_dir import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, ModelDirError
 from glassformer.archs.penalties import PenaltyConfig
 from glassformer.archs.weight_sparsity import WeightSparsityConfig
+from glassformer.training.checks import check_writable
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 
 log = logging.getLogger("glassformer")
@@ -248,26 +249,17 @@ def finetune(
     """
     import torch
 
-    from glassformer.archs import read_training
-    from glassformer.archs.convert import convert_mlps, next_token_loss
-    from glassformer.archs.model_dir import atomic_write_json
+    from glassformer.archs.convert import next_token_loss
     from glassformer.training.corpus import prepare_data
-    from glassformer.training.datamodule import FixedWindows, RandomWindows
     from glassformer.training.finetune_module import FinetuneModule
     from glassformer.training.module import optim_dict
     from glassformer.training.train import fit
+    from glassformer.training.windows import FixedWindows
 
     model, distill = model or FinetuneModelConfig(), distill or DistillConfig()
     data_cfg, optim_cfg = data_cfg or DataConfig(), optim_cfg or OptimConfig()
     trainer_cfg = trainer_cfg or TrainerConfig()
-    info = inspect_parent(parent)
-    new_cfg = model.apply(info.config)
-    check(isinstance(kl_coef, (int, float)) and kl_coef >= 0 and math.isfinite(kl_coef), "kl_coef", kl_coef,
-          "a non-negative float (0 turns the KL term off)")
-    out = Path(out)
-    if out.resolve() == info.path.resolve():
-        raise ConfigError(f"out={str(out)!r} is the parent's own folder; writing there would overwrite it: "
-                          "expected another folder")
+    info, new_cfg = _check_finetune(parent, model, out, kl_coef)
     parent_model, tokenizer = load_parent(info)
     n_tok = tokenizer.get_vocab_size()
     if n_tok > new_cfg.d_vocab:
@@ -286,23 +278,12 @@ def finetune(
 
     # The checks are done: from here on, work.
     prepared = prepare_data(data_cfg, new_cfg.d_vocab, tokenizer=tokenizer)
-    n_ctx = new_cfg.n_ctx
-    val = FixedWindows(prepared.val_tokens, n_ctx, trainer_cfg.val_batches * trainer_cfg.batch_size)
+    val = FixedWindows(prepared.val_tokens, new_cfg.n_ctx, trainer_cfg.val_batches * trainer_cfg.batch_size)
     val_windows = torch.stack([val[i] for i in range(len(val))])  # the windows fit() validates on
     device = _device(trainer_cfg)
     parent_model = parent_model.to(device)
     if parent_kind != target_kind:
-        train = RandomWindows(prepared.train_tokens, n_ctx, math.ceil(distill.tokens / n_ctx), distill.seed)
-        held = FixedWindows(prepared.val_tokens, n_ctx, math.ceil(distill.eval_tokens / n_ctx))
-        log.info("distilling %d %s MLPs into %s (%d steps each)", new_cfg.n_layers, parent_kind, target_kind,
-                 distill.steps)
-        converted, report = convert_mlps(
-            parent_model, new_cfg.mlp_config, torch.stack([train[i] for i in range(len(train))]),
-            eval_tokens=torch.stack([held[i] for i in range(len(held))]), steps=distill.steps, lr=distill.lr,
-            batch_tokens=distill.batch_tokens, seed=distill.seed, warm_start=distill.warm_start,
-            ablation=distill.ablation, progress=_log_progress)
-        module.model.load_state_dict(converted.state_dict(), strict=True)
-        del converted
+        report = _distill(parent_model, module, new_cfg, prepared, distill, parent_kind)
     else:
         report = {"skipped": f"the parent's MLPs are already of kind {target_kind!r}"}
     if kl_coef > 0:
@@ -319,13 +300,57 @@ def finetune(
     fit(new_cfg, data_cfg, optim_cfg, trainer_cfg, out, module=module, tokenizer=tokenizer,
         extra_training_info={"parent": parent_record(info), "distillation": report, "finetune": settings})
     loss_after = next_token_loss(module.model.eval(), val_windows, batch_tokens=distill.batch_tokens)
+    _record_val_losses(out, val_windows, parent=loss_parent, converted=loss_converted, finetuned=loss_after)
+    return out
+
+
+def _record_val_losses(out: str | Path, val_windows: Any, **losses: float) -> None:
+    """Add the validation losses of the parent, the converted and the fine-tuned model to training.json."""
+    from glassformer.archs import read_training
+    from glassformer.archs.model_dir import atomic_write_json
+
     training = read_training(out)
     if training:  # absent on every rank but the first of a distributed run
-        training["finetune"]["val_loss"] = {"parent": loss_parent, "converted": loss_converted,
-                                            "finetuned": loss_after, "windows": len(val_windows),
+        training["finetune"]["val_loss"] = {**losses, "windows": len(val_windows),
                                             "tokens": int(val_windows[:, 1:].numel())}
         atomic_write_json(Path(out) / "training.json", training)
-    return out
+
+
+def _check_finetune(parent: str | Path, model: FinetuneModelConfig, out: str | Path, kl_coef: float
+                    ) -> tuple[Any, Any]:
+    """The parent's record and the new model config, with ``kl_coef`` and ``out`` checked (nothing is loaded)."""
+    info = inspect_parent(parent)
+    new_cfg = model.apply(info.config)
+    check(isinstance(kl_coef, (int, float)) and kl_coef >= 0 and math.isfinite(kl_coef), "kl_coef", kl_coef,
+          "a non-negative float (0 turns the KL term off)")
+    if Path(out).resolve() == info.path.resolve():
+        raise ConfigError(f"out={str(out)!r} is the parent's own folder; writing there would overwrite it: "
+                          "expected another folder")
+    check_writable(out, "out")
+    return info, new_cfg
+
+
+def _distill(parent_model: Any, module: Any, new_cfg: Any, prepared: Any, distill: DistillConfig,
+             parent_kind: str) -> dict[str, Any]:
+    """Distil each of the parent's MLPs into the new kind on corpus windows; load them into ``module``'s model and
+    return the per-layer report (FVU, L0, CE loss recovered)."""
+    import torch
+
+    from glassformer.archs.convert import convert_mlps
+    from glassformer.training.windows import FixedWindows, RandomWindows
+
+    n_ctx = new_cfg.n_ctx
+    train = RandomWindows(prepared.train_tokens, n_ctx, math.ceil(distill.tokens / n_ctx), distill.seed)
+    held = FixedWindows(prepared.val_tokens, n_ctx, math.ceil(distill.eval_tokens / n_ctx))
+    log.info("distilling %d %s MLPs into %s (%d steps each)", new_cfg.n_layers, parent_kind,
+             new_cfg.mlp_config.kind, distill.steps)
+    converted, report = convert_mlps(
+        parent_model, new_cfg.mlp_config, torch.stack([train[i] for i in range(len(train))]),
+        eval_tokens=torch.stack([held[i] for i in range(len(held))]), steps=distill.steps, lr=distill.lr,
+        batch_tokens=distill.batch_tokens, seed=distill.seed, warm_start=distill.warm_start,
+        ablation=distill.ablation, progress=_log_progress)
+    module.model.load_state_dict(converted.state_dict(), strict=True)
+    return report
 
 
 def _plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from glassformer.archs import ModelConfig, save_model_dir
 from glassformer.archs.config import ConfigError
+from glassformer.training.checks import check_writable
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 from glassformer.training.datamodule import TokenWindowDataModule
 from glassformer.training.guards import (
@@ -193,9 +194,8 @@ def fit(
 ) -> Path:
     """Train a model and write its model directory to ``out`` (Lightning checkpoints go to ``out/checkpoints``).
 
-    Fine-tuning passes a ready ``module`` (a :class:`LanguageModel` holding converted weights, possibly a
-    subclass with extra loss terms), the parent's ``tokenizer`` (so the corpus is tokenised as the parent was),
-    and ``extra_training_info`` (e.g. ``{"parent": ...}``) to record in training.json.
+    Fine-tuning passes a ready ``module`` (a :class:`LanguageModel` with converted weights, or a subclass with
+    extra loss terms), the parent's ``tokenizer`` and ``extra_training_info`` to record in training.json.
 
     ``resume=True`` continues from ``out/checkpoints/last.ckpt`` exactly where it stopped (weights, optimizer,
     schedule, data position, RNG states, dead-latent trackers): the final weights equal an uninterrupted run's.
@@ -208,39 +208,17 @@ def fit(
         >>> fit(presets.get("debug"), DataConfig(max_bytes=300_000), OptimConfig(),
         ...     TrainerConfig(max_steps=30), "runs/debug")  # doctest: +SKIP
     """
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     from glassformer.training.corpus import prepare_data, unigram_entropy
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={str(out)!r} is a file: expected a folder for the model directory")
-    cache = data_cfg.cache_path
-    if cache.exists() and not cache.is_dir():
-        raise ConfigError(f"data.cache_dir={str(cache)!r} is a file: expected a folder (or unset, for the default)")
-    ckpt = out / "checkpoints" / LAST
-    if resume and not ckpt.exists():
-        steps = sorted(ckpt.parent.glob("step*.ckpt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
-        hint = (f"; the newest periodic checkpoint is {steps[-1]}: copy it to {ckpt} to resume from it" if steps
-                else "; start without --resume")
-        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist{hint}")
+    ckpt = _check_outputs(out, data_cfg, resume)
     # Only the first process: under DDP / torchrun the others start with RANK (or LOCAL_RANK) set.
     if resume and os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
         keep_csv_metrics(out)
     started = time.time()
     io = AtomicCheckpointIO()
     throughput = Throughput(trainer_cfg.batch_size * model_cfg.n_ctx, trainer_cfg.log_every)
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=trainer_cfg.checkpoint_every,
-                                  save_last=True, save_top_k=-1, filename="step{step}", auto_insert_metric_name=False)
-    stop = GracefulStop(ckpt, io)
-    callbacks: list[Callback] = [throughput, DivergenceGuard(io), stop, checkpoints]
-    if trainer_cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, trainer_cfg.log_every // 2)))
-    if getattr(model_cfg, "weight_sparsity", None) is not None:
-        from glassformer.training.callbacks import WeightSparsityCallback
-
-        # Before GracefulStop, so that a checkpoint written on a signal holds the projected weights.
-        callbacks.insert(1, WeightSparsityCallback())
+    callbacks = _callbacks(model_cfg, trainer_cfg, out, ckpt, io, throughput)
     # Built before the corpus is read: a bad precision or strategy fails in a second, not after tokenising.
     trainer = _build_trainer(trainer_cfg, optim_cfg, out, callbacks, io)
     prepared = prepare_data(data_cfg, model_cfg.d_vocab, tokenizer=tokenizer)
@@ -256,15 +234,7 @@ def fit(
         seed=trainer_cfg.seed, max_steps=trainer_cfg.max_steps, val_batches=trainer_cfg.val_batches,
         num_workers=trainer_cfg.num_workers,
     )
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resume else None)
-    except SIGTERMException as e:
-        # SIGTERM landed where GracefulStop could not raise first (Lightning raises at the end of the step that
-        # received it, or during validation); a single process saved in GracefulStop.on_exception.
-        step = int(trainer.global_step)
-        raise TrainingInterrupted(interrupted_message("SIGTERM", step, io.last_saved),
-                                  step=step, signum=int(signal.SIGTERM),
-                                  checkpoint=io.last_saved[0] if io.last_saved else None) from e
+    _run_fit(trainer, module, dm, ckpt if resume else None, io)
     # Read before validate(), which starts a new set of metrics.
     train_loss = float(trainer.callback_metrics.get("loss/train", float("nan")))
     val = trainer.validate(module, datamodule=dm, verbose=False)
@@ -276,18 +246,63 @@ def fit(
             raise TrainingDiverged(f"the final weights hold non-finite values ({', '.join(bad[:5])}); the model "
                                    f"directory was not written", step=int(trainer.global_step), quantity=bad[0],
                                    checkpoint=io.last_saved[0] if io.last_saved else None)
-        entropy = unigram_entropy(prepared.train_tokens, prepared.tokenizer.get_vocab_size())
         training = {
             "corpus": {"fingerprint": prepared.fingerprint, **prepared.info},
             "tokens_seen": int(trainer.global_step) * trainer_cfg.batch_size * model_cfg.n_ctx * trainer.world_size,
             "steps": int(trainer.global_step),
-            "final": {"loss/train": train_loss, "loss/val": val_loss, "unigram_entropy": entropy},
+            "final": {"loss/train": train_loss, "loss/val": val_loss,
+                      "unigram_entropy": unigram_entropy(prepared.train_tokens, prepared.tokenizer.get_vocab_size())},
             "throughput": {"tokens_per_sec": throughput.tokens_per_sec, "train_seconds": throughput.train_seconds},
             "wall_seconds": time.time() - started,
             "config": {"data": asdict(data_cfg), "optim": optim_dict(optim_cfg), "trainer": asdict(trainer_cfg)},
-            "versions": software_versions(),
-            "command": sys.argv,
-            **(extra_training_info or {}),
+            "versions": software_versions(), "command": sys.argv, **(extra_training_info or {}),
         }
         save_model_dir(out, model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
     return out
+
+
+def _check_outputs(out: Path, data_cfg: DataConfig, resume: bool) -> Path:
+    """Refuse an output or cache path that is a file, and a resume without a checkpoint; returns last.ckpt's path."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={str(out)!r} is a file: expected a folder for the model directory")
+    check_writable(out, "out")
+    cache = data_cfg.cache_path
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError(f"data.cache_dir={str(cache)!r} is a file: expected a folder (or unset, for the default)")
+    ckpt = out / "checkpoints" / LAST
+    if resume and not ckpt.exists():
+        steps = sorted(ckpt.parent.glob("step*.ckpt"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
+        hint = (f"; the newest periodic checkpoint is {steps[-1]}: copy it to {ckpt} to resume from it" if steps
+                else "; start without --resume")
+        raise FileNotFoundError(f"--resume was given but {ckpt} does not exist{hint}")
+    return ckpt
+
+
+def _callbacks(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, out: Path, ckpt: Path, io: AtomicCheckpointIO,
+               throughput: Throughput) -> list[Callback]:
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=trainer_cfg.checkpoint_every,
+                                  save_last=True, save_top_k=-1, filename="step{step}", auto_insert_metric_name=False)
+    callbacks: list[Callback] = [throughput, DivergenceGuard(io), GracefulStop(ckpt, io), checkpoints]
+    if trainer_cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, trainer_cfg.log_every // 2)))
+    if getattr(model_cfg, "weight_sparsity", None) is not None:
+        from glassformer.training.callbacks import WeightSparsityCallback
+
+        # Before GracefulStop, so that a checkpoint written on a signal holds the projected weights.
+        callbacks.insert(1, WeightSparsityCallback())
+    return callbacks
+
+
+def _run_fit(trainer: L.Trainer, module: LanguageModel, dm: TokenWindowDataModule, ckpt: Path | None,
+             io: AtomicCheckpointIO) -> None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None)
+    except SIGTERMException as e:
+        # SIGTERM landed where GracefulStop could not raise first (Lightning raises at the end of the step that
+        # received it, or during validation); a single process saved in GracefulStop.on_exception.
+        step = int(trainer.global_step)
+        raise TrainingInterrupted(interrupted_message("SIGTERM", step, io.last_saved),
+                                  step=step, signum=int(signal.SIGTERM),
+                                  checkpoint=io.last_saved[0] if io.last_saved else None) from e

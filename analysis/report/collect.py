@@ -20,7 +20,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-CONTROLS = ("random_init", "shuffled_labels")
+from glassformer.analysis.common import CONTROLS
+from glassformer.analysis.config import DEFAULT_METHOD
+
 WHO = ("model", *CONTROLS)
 SELECTION_PREFERENCE = ("greedy", "topn")
 """Greedy circuits are grown from the logits, so every edge has a path to the output: the headline selection."""
@@ -106,24 +108,24 @@ def pick_runs(analysis: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[
         >>> run["settings"]["method"], row["selection"]
         ('eap-ig', 'greedy')
     """
-    from glassformer.analysis.analyze import DEFAULT_METHOD
-
     runs = list((analysis.get("results") or {}).items())
     latest = analysis.get("latest")
-    by_level: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for key, run in runs:
-        by_level.setdefault(run.get("settings", {}).get("level", "component"), []).append((key, run))
+    by_level: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+    for i, (key, run) in enumerate(runs):
+        by_level.setdefault(run.get("settings", {}).get("level", "component"), []).append((i, key, run))
     out = {}
     for level, candidates in by_level.items():
-        def rank(item: tuple[str, dict[str, Any]], level: str = level) -> tuple[int, int, int]:
-            key, run = item
+        def rank(item: tuple[int, str, dict[str, Any]], level: str = level) -> tuple[int, int, int, int]:
+            order, key, run = item
             s = run.get("settings", {})
             abl = s.get("ablation")
+            # Among equals the newest run: results are kept in the order the runs finished.
             return (s.get("method") != DEFAULT_METHOD.get(level),
                     ABLATION_PREFERENCE.index(abl) if abl in ABLATION_PREFERENCE else len(ABLATION_PREFERENCE),
-                    key != latest)
+                    key != latest, -order)
 
-        _, run = min(candidates, key=rank)
+        _, key, run = min(candidates, key=rank)
+        run = {**run, "key": key}
         rows = run.get("summary") or []
         if not rows:
             continue
@@ -361,8 +363,8 @@ def collect_model(model_dir: str | Path, name: str | None = None) -> dict[str, A
             "analysis_val_loss": _finite(cap.get("val_loss")),
             "random_init_val_loss": _finite(cap.get("random_init_val_loss")),
         },
-        "analysis": {level: {k: run.get("settings", {}).get(k) for k in (
-            "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss")}
+        "analysis": {level: {"run": run["key"], **{k: run.get("settings", {}).get(k) for k in (
+            "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss")}}
             for level, (run, _) in picked.items()},
         "sizes": sizes,
         "tasks": tasks,

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from glassformer.analysis.common import CONTROLS
 from glassformer.analysis.report.compare import fmt
 from glassformer.analysis.report.plots import task_names
-
-CONTROLS = ("random_init", "shuffled_labels")
 
 
 @dataclass

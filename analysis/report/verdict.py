@@ -25,15 +25,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CONTROLS = ("random_init", "shuffled_labels")
+from glassformer.analysis.common import CONTROLS, geometric_mean
+
 MARGIN = 1.5
 MIN_TASKS = 3
 CONTROL_WORDS = {"random_init": "random init", "shuffled_labels": "shuffled labels"}
-
-
-def _geomean(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and v > 0]
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
 
 
 def _tasks(model: dict[str, Any], level: str) -> dict[str, dict[str, Any]]:
@@ -51,13 +47,13 @@ def compare_sizes(model: dict[str, Any], base: dict[str, Any], level: str) -> di
     if not common:
         out["judgement"] = "no signal"
         return out
-    g_model = _geomean([mine[n]["size"]["model"] for n in common])
-    g_base = _geomean([theirs[n]["size"]["model"] for n in common])
+    g_model = geometric_mean([mine[n]["size"]["model"] for n in common])
+    g_base = geometric_mean([theirs[n]["size"]["model"] for n in common])
     out.update(size=g_model, base_size=g_base, times_smaller=g_base / g_model, times_larger=g_model / g_base)
     controls = {}
     for c in CONTROLS:
-        gm = _geomean([mine[n]["size"].get(c) for n in common])
-        gb = _geomean([theirs[n]["size"].get(c) for n in common])
+        gm = geometric_mean([mine[n]["size"].get(c) for n in common])
+        gb = geometric_mean([theirs[n]["size"].get(c) for n in common])
         if gm is not None and gb is not None:
             controls[c] = {"size": gm, "base_size": gb, "times_smaller": gb / gm}
     out["controls"] = controls

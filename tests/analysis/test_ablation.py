@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests_analysis_support import VOCAB, make_batch, make_model
 
-from glassformer.analysis.ablation import Patcher, check_tokens, writer_activations, writer_means
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.common import check_tokens
+from glassformer.analysis.component.ablation import Patcher, writer_activations, writer_means
+from glassformer.analysis.component.graph import ComponentGraph
 
 CONFIGS = {
     "dense": dict(),

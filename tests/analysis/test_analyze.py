@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tests_analysis_support import make_model, small_config
 
-from glassformer.analysis.analyze import CONTROLS, SCHEMA_VERSION, analyze, format_table
+from glassformer.analysis import CONTROLS, SCHEMA_VERSION, analyze, format_table
 from glassformer.analysis.capability import validation_loss
 from glassformer.analysis.tasks import TASKS, AnswerTokenError
 from glassformer.archs import ModelDirError, build_model, save_model_dir

@@ -6,10 +6,10 @@ import pytest
 import torch
 from tests_analysis_support import VOCAB, make_batch, make_model
 
-from glassformer.analysis.ablation import writer_means
-from glassformer.analysis.attribution import METHODS, _ld_sum, attribute
-from glassformer.analysis.graph import ComponentGraph
-from glassformer.analysis.metrics import Faithfulness
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute
+from glassformer.analysis.component.faithfulness import Faithfulness
+from glassformer.analysis.component.graph import ComponentGraph
 
 
 @pytest.fixture(scope="module")

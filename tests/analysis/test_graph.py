@@ -1,4 +1,4 @@
-"""The component graph: edge counts against REFERENCE.md's formula and published numbers, edge directions."""
+"""The component graph: edge counts against the closed-form count (docs/methods.md) and published numbers, edge directions."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glassformer.analysis.circuits import circuit_mask, rank
-from glassformer.analysis.graph import ComponentGraph, edge_count
+from glassformer.analysis.component.circuits import circuit_mask, rank
+from glassformer.analysis.component.graph import ComponentGraph, edge_count
 from glassformer.archs import presets
 
 

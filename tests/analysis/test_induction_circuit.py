@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glassformer.analysis.ablation import writer_means
 from glassformer.analysis.analyze import analyze
-from glassformer.analysis.attribution import attribute
-from glassformer.analysis.circuits import rank
-from glassformer.analysis.graph import ComponentGraph
-from glassformer.analysis.metrics import Faithfulness, evaluate_ranking
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.attribution import attribute
+from glassformer.analysis.component.circuits import rank
+from glassformer.analysis.component.faithfulness import Faithfulness, evaluate_ranking
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks import TASKS, logit_diff
 from glassformer.archs import ModelConfig, build_model, save_model_dir
 
@@ -117,10 +117,14 @@ def test_circuit_contains_a_previous_token_head_and_an_induction_head(trained, a
     assert found.n < trained.graph.n_edges
     if ablation == "position-mean":  # positions survive the ablation: the circuit is a minority of edges
         assert found.n <= trained.graph.n_edges // 2
-    # K-composition: a previous-token head writes into an induction head's key, and the induction head writes
-    # the answer into the logits.
-    assert any(f"a0.h{p}->a1.h{i}<k>" in circuit for p in prev_heads for i in induction_heads), sorted(circuit)
+    # The induction head writes the answer into the logits.
     assert any(f"a1.h{i}->logits" in circuit for i in induction_heads), sorted(circuit)
+    if ablation == "mean":
+        # K-composition: a previous-token head writes into an induction head's key. Only under mean ablation:
+        # position-mean keeps each head's average output at every position, and on the model this fixture trains
+        # (torch 2.13 CPU) an 8-edge greedy circuit with no layer-0 -> key edge is measured at f >= 0.8, by
+        # EAP-IG at 5, 20 and 50 steps alike, so the edge is not needed there.
+        assert any(f"a0.h{p}->a1.h{i}<k>" in circuit for p in prev_heads for i in induction_heads), sorted(circuit)
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -10,16 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glassformer.analysis.masks import (
-    MaskSettings,
-    geometric_mean_or_none,
+from glassformer.analysis.common import geometric_mean
+from glassformer.analysis.node.attribution import agreement, average_ranks, spearman
+from glassformer.analysis.node.masks import (
+    MaskConfig,
+    choose_mask,
     heaviside,
     rank_nodes,
     smallest_circuit,
     split_pairs,
     task_loss,
 )
-from glassformer.analysis.node_attribution import agreement, average_ranks, spearman
 from glassformer.analysis.tasks import TaskBatch
 
 
@@ -95,10 +96,10 @@ def test_split_pairs_holds_out_the_last_pairs_and_refuses_bad_fractions():
 
 def test_mask_settings_refuse_bad_values_naming_them():
     with pytest.raises(ValueError, match="mask steps=0 is not allowed"):
-        MaskSettings(steps=0)
+        MaskConfig(steps=0)
     with pytest.raises(ValueError, match="mask search=.* is not allowed"):
-        MaskSettings(search=((1e-3, 0.0),))
-    assert MaskSettings().record()["tau_clamp"] == [-1.0, 1.0]
+        MaskConfig(search=((1e-3, 0.0),))
+    assert MaskConfig().record()["tau_clamp"] == [-1.0, 1.0]
 
 
 def test_spearman_and_average_ranks_by_hand():
@@ -118,5 +119,24 @@ def test_agreement_overlap_is_the_share_of_the_circuit_among_the_top_scores():
 
 
 def test_geometric_mean_counts_an_empty_circuit_as_one_node_and_skips_missing_sizes():
-    assert geometric_mean_or_none([0, 9, None]) == pytest.approx(3.0)
-    assert geometric_mean_or_none([]) is None
+    assert geometric_mean([0, 9, None], floor=1.0) == pytest.approx(3.0)
+    assert geometric_mean([], floor=1.0) is None
+
+
+def test_the_search_keeps_the_smallest_mask_that_meets_the_target_else_the_lowest_loss():
+    assert choose_mask([0.10, 0.05, 0.30], [50, 80, 10], target=0.15) == 0  # the 10-node mask misses the target
+    assert choose_mask([0.15, 0.05], [50, 80], target=0.15) == 0  # "at most the target" meets it
+    assert choose_mask([0.30, 0.20], [5, 9], target=0.15) == 1
+    assert choose_mask([0.12, 0.11], [20, 20], target=0.15) == 1  # equal sizes: the lower loss
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.floats(0, 2), st.integers(0, 100)), min_size=1, max_size=6), st.floats(0.01, 1))
+def test_the_chosen_mask_meets_the_target_whenever_one_does(runs, target):
+    losses, active = [r[0] for r in runs], [r[1] for r in runs]
+    i = choose_mask(losses, active, target)
+    meeting = [j for j, loss in enumerate(losses) if loss <= target]
+    if meeting:
+        assert losses[i] <= target and active[i] == min(active[j] for j in meeting)
+    else:
+        assert losses[i] == min(losses)

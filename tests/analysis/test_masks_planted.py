@@ -16,10 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glassformer.analysis.masks import MaskSettings, learn_circuit, split_pairs
-from glassformer.analysis.node_attribution import attribute_nodes
-from glassformer.analysis.node_circuits import analyze_task, format_table, summary
-from glassformer.analysis.nodes import GatedModel, NodeGraph, node_means
+from glassformer.analysis import CONTROLS, AnalysisConfig
+from glassformer.analysis.node.attribution import attribute_nodes
+from glassformer.analysis.node.circuits import analyze_task, format_table, summary
+from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
+from glassformer.analysis.node.masks import MaskConfig, learn_circuit, split_pairs
 from glassformer.analysis.tasks import TaskBatch
 from glassformer.analysis.tasks.base import logit_diff
 from glassformer.archs import ModelConfig, TranscoderConfig, build_model
@@ -33,7 +34,7 @@ TARGET = 0.15
 MARGIN = 3.0
 """Logit difference of the whole model on its weakest pair: loss 0.049, while half of it (1.5) costs 0.20 > 0.15,
 so no planted node can be dropped by shrinking the signal."""
-SETTINGS = MaskSettings(steps=80, search=((1e-2, 5e-2), (1e-3, 5e-2)), seed=0)
+SETTINGS = MaskConfig(steps=80, search=((1e-2, 5e-2), (1e-3, 5e-2)), seed=0)
 
 
 def planted_model(seed: int = 0, plant: bool = True):
@@ -134,11 +135,10 @@ def test_controls_are_reported_beside_the_circuit(planted):
     model, graph, corpus, means, train, heldout = planted
     batch = planted_batch(32, 1)
     random_model = planted_model(seed=1, plant=False)
-    settings = {"level": "node", "method": "mask", "ablation": "mean", "target_loss": TARGET, "holdout": 0.5,
-                "n_pairs": 32, "seed": 0, "controls": ["random_init", "shuffled_labels"], "ig_steps": 5,
-                "mask": SETTINGS.record()}
+    config = AnalysisConfig(level="node", method="mask", ablation="mean", target_loss=TARGET, holdout=0.5,
+                            n_pairs=32, seed=0, controls=True, ig_steps=5, mask=SETTINGS)
     entry = analyze_task("planted", "A -> X, B -> Y", batch, graph, {"model": model, "random_init": random_model},
-                         {"model": means, "random_init": node_means(random_model, graph, corpus)}, settings, SETTINGS)
+                         {"model": means, "random_init": node_means(random_model, graph, corpus)}, config)
     c = entry["circuits"][0]
     assert c["reached"]["model"] and set(c["circuit"]) >= PLANTED and c["ablation"] == "mean"
     # The shuffled labels cannot be fitted (the answer depends on the last token only): no circuit reaches the
@@ -150,8 +150,8 @@ def test_controls_are_reported_beside_the_circuit(planted):
     assert c["edges"]["model"] == graph.edges(model, _keep(graph, c["circuit"]))["total"]
     agree = c["agreement"]["model"]
     assert agree["overlap"] == 1.0 and agree["spearman"] > 0
-    result = {"settings": settings, "graph": graph.describe(model), "tasks": {"planted": entry},
-              "summary": summary({"planted": entry}, settings)}
+    result = {"settings": {"method": "mask", "target_loss": TARGET, "controls": list(CONTROLS)},
+              "graph": graph.describe(model), "tasks": {"planted": entry}, "summary": summary({"planted": entry}, config)}
     table = "\n".join(format_table(result))
     row = next(line for line in table.splitlines() if line.startswith("planted"))
     assert f"{c['nodes']['model']} [- | -]" in row and f"{c['loss']['model']:.3f} " in row  # no "!": reached

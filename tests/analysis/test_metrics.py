@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests_analysis_support import VOCAB, make_batch, make_model
 
-from glassformer.analysis.ablation import writer_means
-from glassformer.analysis.graph import ComponentGraph
-from glassformer.analysis.metrics import (
+from glassformer.analysis.common import geometric_mean
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.faithfulness import (
     Faithfulness,
     areas,
     evaluate_ranking,
-    geometric_mean,
     size_for_percent,
 )
+from glassformer.analysis.component.graph import ComponentGraph
 
 
 def test_areas_are_trapezoids_over_the_fraction_of_edges():

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glassformer.analysis.nodes import GatedModel, NodeGraph, node_means
+from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
 from glassformer.analysis.tasks import TaskBatch
 from glassformer.analysis.tasks.base import logit_diff
 from glassformer.archs import (

@@ -28,7 +28,8 @@ HOSTILE = "<script>alert(1)"
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
     """Two models (dense, TopK transcoder) trained 20 steps, compared by the CLI's compare command."""
-    from glassformer.training import cli
+    from glassformer.analysis import AnalysisConfig
+    from glassformer.training.cli.compare import compare
     from glassformer.training.train import fit
 
     torch.set_num_threads(1)
@@ -41,7 +42,8 @@ def report_dir(tmp_path_factory):
                              mlp={"kind": "transcoder", "activation": "topk", "k": 4, "expansion_factor": 2})
     sparse = fit(sparse_cfg, DATA, optim, trainer, root / HOSTILE)
     out = root / "out"
-    cli.compare([str(dense), str(sparse)], out=str(out), tasks=TASKS, n_pairs=6, corpus_windows=8)
+    compare([str(dense), str(sparse)], out=str(out), analysis=AnalysisConfig(tasks=TASKS, n_pairs=6,
+                                                                              corpus_windows=8))
     return out
 
 
@@ -209,7 +211,7 @@ def test_compare_refuses_an_unknown_baseline_and_a_folder_that_is_no_model(repor
 
 
 def test_positional_model_directories_become_one_list():
-    from glassformer.training.cli import gather_positional_lists
+    from glassformer.training.cli.argv import gather_positional_lists
 
     assert gather_positional_lists(["compare", "a", "--out", "r", "b"]) == ["compare", '["a", "b"]', "--out", "r"]
     assert gather_positional_lists(["compare", "[a, b]", "--out=r"]) == ["compare", "[a, b]", "--out=r"]

@@ -31,7 +31,7 @@ def test_every_shipped_yaml_parses_and_builds(name):
 
 
 def test_a_flag_on_the_mlp_variant_keeps_the_yaml_kind_and_other_fields():
-    from glassformer.training.cli import merge_union_flags
+    from glassformer.training.cli.argv import merge_union_flags
 
     base = parse_train("--config", str(ROOT / "configs" / "transcoder.yaml")).model.mlp
     args = merge_union_flags(["--config", str(ROOT / "configs" / "transcoder.yaml"), "--model.mlp.k", "16",

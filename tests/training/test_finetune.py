@@ -23,7 +23,8 @@ from glassformer.archs import (
     presets,
     save_model_dir,
 )
-from glassformer.training.cli import build_parser, main, map_flag_aliases, merge_union_flags
+from glassformer.training.cli import build_parser, main
+from glassformer.training.cli.argv import map_flag_aliases, prepare_argv
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 from glassformer.training.finetune import DistillConfig, FinetuneModelConfig, finetune
 
@@ -60,7 +61,7 @@ def parent(tmp_path_factory, tokenizer):
 
 @pytest.mark.parametrize("name", ["finetune_transcoder.yaml", "finetune_gpt2_transcoder.yaml"])
 def test_every_shipped_finetune_yaml_parses(name):
-    args = merge_union_flags(["finetune", "--from", "some/dir", "--config", str(ROOT / "configs" / name),
+    args = prepare_argv(["finetune", "--from", "some/dir", "--config", str(ROOT / "configs" / name),
                               "--model.mlp.k", "16"])
     parser = build_parser()
     cfg = parser.instantiate(parser.parse_args(args)).finetune

@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 
+from glassformer.analysis import AnalysisConfig
 from glassformer.archs.config import ConfigError
-from glassformer.training import sweep as sweep_module
 from glassformer.training.config import DataConfig
-from glassformer.training.sweep import PRESETS, SweepPreset, discover_variants, plan, run_sweep
+from glassformer.training.orchestrate import sweep as sweep_module
+from glassformer.training.orchestrate.sweep import PRESETS, SweepPreset, discover_variants, plan, run_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = DataConfig(max_bytes=300_000)
@@ -75,20 +76,32 @@ def write_configs(folder: Path) -> Path:
 
 
 class Calls:
-    """Stand-ins for `glassformer analyze` and `compare` that record their calls."""
+    """Stand-ins for the orchestration's analysis and comparison of model directories, recording their calls."""
 
     def __init__(self):
         self.analyzed: list[str] = []
         self.compared: list[list[str]] = []
 
-    def analyze(self, model_dir: str, level: str, method: str, **kwargs) -> None:
+    def analyze(self, model_dir, config, progress=True) -> dict:
         self.analyzed.append(Path(model_dir).name)
-        key = f"{level}/{method}/mean"
-        (Path(model_dir) / "analysis.json").write_text(json.dumps({"results": {key: {}}}))
+        key = f"{config.level}/{config.method}/{config.ablation}"
+        run = {"config": config.record(), "settings": {"level": config.level, "method": config.method,
+                                                       "ablation": config.ablation}}
+        content = {"schema_version": 3, "results": {key: run}, "latest": key, "settings": run["settings"],
+                   "tasks": {}, "capability": {}}
+        (Path(model_dir) / "analysis.json").write_text(json.dumps(content))
+        return content
 
-    def compare(self, dirs: list[str], out: str, baseline: str) -> None:
+    def compare(self, dirs, out, config, baseline=None, circuit_task=None, command=None) -> dict:
         self.compared.append([Path(d).name for d in dirs])
         assert Path(baseline).name == "dense"
+        paths = {k: Path(out) / n for k, n in (("html", "index.html"), ("md", "report.md"), ("json", "report.json"))}
+        return {"verdict": {"text": ["(verdict)"]}, "paths": paths}
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        mp.setattr(sweep_module, "analyze_model_dir", self.analyze)
+        mp.setattr(sweep_module, "compare_models", self.compare)
+        mp.setattr(sweep_module, "format_table", lambda result: "(table)")
 
 
 @pytest.fixture(scope="module")
@@ -98,31 +111,34 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     configs = write_configs(root / "configs")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None, analysis={"n_pairs": 2}))
+        mp.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None,
+                                                 analysis=AnalysisConfig(n_pairs=2)))
         calls = Calls()
-        run_sweep("micro", None, root / "out", analyze_fn=calls.analyze, compare_fn=calls.compare,
-                  configs=configs, data=DATA, progress=False)
+        calls.install(mp)
+        run_sweep("micro", None, root / "out", configs=configs, data=DATA, progress=False)
     assert calls.analyzed == ["dense", "transcoder"] and calls.compared == [["dense", "transcoder"]]
     return root
 
 
 @pytest.fixture
 def sweep_copy(finished, tmp_path, monkeypatch):
-    monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None))
+    monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None,
+                                                      analysis=AnalysisConfig(n_pairs=2)))
     shutil.copytree(finished, tmp_path / "s")
     return tmp_path / "s"
 
 
 def run(root: Path, calls: Calls) -> None:
-    run_sweep("micro", None, root / "out", analyze_fn=calls.analyze, compare_fn=calls.compare,
-              configs=root / "configs", data=DATA, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        calls.install(mp)
+        run_sweep("micro", None, root / "out", configs=root / "configs", data=DATA, progress=False)
 
 
 def test_a_rerun_reuses_finished_models_and_analyses(sweep_copy, monkeypatch):
     def no_fit(*args, **kwargs):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr("glassformer.training.train.fit", no_fit)
+    monkeypatch.setattr(sweep_module, "fit", no_fit)
     calls = Calls()
     calls.analyze = no_fit  # analysis.json exists: not analysed again
     run(sweep_copy, calls)
@@ -140,7 +156,7 @@ def test_an_interrupted_model_resumes_from_its_last_checkpoint(sweep_copy, monke
         resumed.append((Path(out).name, resume))
         return real_fit(model, data, optim, trainer, out, resume=resume)
 
-    monkeypatch.setattr("glassformer.training.train.fit", spy)
+    monkeypatch.setattr(sweep_module, "fit", spy)
     tc = sweep_copy / "out" / "transcoder"
     for name in ("training.json", "model.safetensors", "analysis.json"):  # as if stopped before the end
         (tc / name).unlink()
@@ -163,7 +179,7 @@ def test_a_finished_model_trained_with_other_settings_is_refused(sweep_copy, mon
 
 def test_the_sweep_ends_with_each_loss_beside_the_unigram_entropy_and_a_sample(finished, capsys):
     from glassformer.archs import read_training
-    from glassformer.training.cli import SAMPLE_PROMPT, print_sweep_summary
+    from glassformer.training.cli.sweep import SAMPLE_PROMPT, print_sweep_summary
 
     print_sweep_summary(finished / "out", max_new_tokens=8)
     lines = capsys.readouterr().out.splitlines()

@@ -14,8 +14,8 @@ from test_cli import CONFIGS, ROOT, parse_train
 from glassformer.archs import build_model
 from glassformer.training.config import DataConfig, TrainerConfig
 from glassformer.training.corpus import prepare_data
-from glassformer.training.datamodule import FixedWindows
 from glassformer.training.train import fit
+from glassformer.training.windows import FixedWindows
 
 DEBUG_SHAPE = dict(d_vocab=512, n_ctx=64, d_model=64, n_layers=2, n_heads=4, d_head=None)
 DATA = DataConfig(max_bytes=300_000)

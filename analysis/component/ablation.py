@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.common import check_tokens
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch
 
 ABLATIONS: dict[str, str] = {
@@ -103,18 +104,6 @@ def writer_means(model: Any, graph: ComponentGraph, tokens: Tensor, batch_size: 
         total = s if total is None else total + s
         count += acts.shape[1] if per_position else acts.shape[1] * acts.shape[2]
     return (total / count).float()
-
-
-def check_tokens(tokens: Any, name: str, cfg: Any) -> None:
-    """Refuse anything but an integer (N, T) tensor of ids below d_vocab."""
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
-        shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
-        raise ValueError(f"{name}={shape} is not allowed: expected an integer tensor of shape (N, T)")
-    if tokens.numel() == 0:
-        raise ValueError(f"{name} is empty: expected at least one window of tokens")
-    if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.d_vocab:
-        raise ValueError(f"{name} holds ids in [{int(tokens.min())}, {int(tokens.max())}]: expected ids in "
-                         f"[0, {cfg.d_vocab})")
 
 
 class Patcher:

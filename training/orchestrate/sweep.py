@@ -23,14 +23,20 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glassformer.archs import ModelConfig
+from glassformer.analysis import AnalysisConfig, format_table
+from glassformer.analysis.common import check_choice
+from glassformer.archs import ModelConfig, load_config, read_training
 from glassformer.archs.config import ConfigError, from_dict
+from glassformer.archs.model_dir import TRAINING_FILE, atomic_write_json
+from glassformer.training.checks import check_writable
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
+from glassformer.training.guards import LAST
+from glassformer.training.orchestrate.models import analyze_model_dir, compare_models, has_run, report_summary
+from glassformer.training.train import fit
 
 log = logging.getLogger("glassformer")
 
@@ -62,10 +68,20 @@ class SweepPreset:
     """Overrides of the baseline's trainer section (shared by every variant)."""
     optim: dict[str, Any] = field(default_factory=dict)
     """Overrides of each variant's optimiser section."""
-    analysis: dict[str, Any] = field(default_factory=dict)
-    """Arguments of ``glassformer analyze`` shared by every level (tasks, n_pairs, corpus_windows, seed)."""
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    """The analysis of every model (tasks, n_pairs, corpus_windows, seed, ...), at each of ``levels``."""
     levels: tuple[tuple[str, str], ...] = (("component", "eap-ig"),)
     """(level, method) of each analysis run per model; each adds its results to analysis.json."""
+
+    def analyses(self, tasks: list[str] | None = None) -> list[AnalysisConfig]:
+        """The analysis config of each level (``tasks`` replacing the preset's when given).
+
+        Example:
+            >>> [c.level for c in PRESETS["standard"].analyses()]
+            ['component', 'node']
+        """
+        base = self.analysis if tasks is None else self.analysis.replace(tasks=tasks)
+        return [base.replace(level=level, method=method) for level, method in self.levels]
     baseline_widths: tuple[str, ...] = ()
     """Variants trained at the baseline's widths instead of their YAML's (same total parameters)."""
 
@@ -87,16 +103,16 @@ PRESETS: dict[str, SweepPreset] = {
         width=0.5, n_layers=2, n_ctx=64,
         trainer={"max_steps": 600, "batch_size": 16, "val_every": 300, "val_batches": 8, "log_every": 10,
                  "checkpoint_every": 150},
-        analysis={"n_pairs": 48, "corpus_windows": 32,
-                  "tasks": ["quote_close", "bracket_type", "bracket_depth", "elif_else", "indent_after_colon",
-                            "return_vs_yield", "self_attribute", "induction"]},
+        analysis=AnalysisConfig(n_pairs=48, corpus_windows=32,
+                                tasks=["quote_close", "bracket_type", "bracket_depth", "elif_else",
+                                       "indent_after_colon", "return_vs_yield", "self_attribute", "induction"]),
         baseline_widths=("weight_sparse",),
     ),
     "standard": SweepPreset(
         description="the configs/*.yaml files as they are (tiny: 4 layers, d_model 128, 1200 steps); every "
                     "variant; 64 pairs per task; component (EAP-IG) and node (learned masks) circuits",
         variants=None,
-        analysis={"n_pairs": 64, "corpus_windows": 64},
+        analysis=AnalysisConfig(n_pairs=64, corpus_windows=64),
         levels=(("component", "eap-ig"), ("node", "mask")),
     ),
 }
@@ -121,7 +137,7 @@ class PlannedRun:
 
 def default_configs_dir() -> Path:
     """The repository's ``configs/`` folder (beside the installed ``training/`` package in a checkout)."""
-    return Path(__file__).resolve().parents[1] / "configs"
+    return Path(__file__).resolve().parents[2] / "configs"
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -191,11 +207,6 @@ def scale_model(model: dict[str, Any], preset: SweepPreset, token_ratio: float) 
     return out
 
 
-def _check_choice(kind: str, value: str, allowed: Any) -> None:
-    if value not in allowed:
-        raise ValueError(f"{kind}={value!r} is not allowed: expected one of {', '.join(allowed)}")
-
-
 def plan(preset: str, variants: list[str] | None, out: str | Path, configs: str | Path | None = None,
          data: DataConfig | None = None) -> list[PlannedRun]:
     """The runs of a sweep, baseline first, with their configs resolved (nothing is trained).
@@ -206,7 +217,7 @@ def plan(preset: str, variants: list[str] | None, out: str | Path, configs: str 
         >>> plan("quick", ["transcoder"], "runs/sweep")[1].model.mlp.k
         16
     """
-    _check_choice("preset", preset, PRESETS)
+    check_choice("preset", preset, PRESETS)
     p = PRESETS[preset]
     found = discover_variants(configs)
     if variants is not None and (isinstance(variants, str) or not variants):
@@ -214,7 +225,7 @@ def plan(preset: str, variants: list[str] | None, out: str | Path, configs: str 
                          f"{', '.join(found)}")
     chosen = list(variants) if variants is not None else list(p.variants or found)
     for name in chosen:
-        _check_choice("variants", name, found)
+        check_choice("variants", name, found)
     names = [BASELINE] + [n for n in dict.fromkeys(chosen) if n != BASELINE]  # the baseline is always trained
     base = _load_yaml(found[BASELINE])
     base_trainer = {**base.get("trainer", {}), **p.trainer}
@@ -238,9 +249,6 @@ def plan(preset: str, variants: list[str] | None, out: str | Path, configs: str 
 
 def run_state(path: Path) -> str:
     """``done`` (training.json written), ``partial`` (a last checkpoint to resume) or ``new``."""
-    from glassformer.archs.model_dir import TRAINING_FILE
-    from glassformer.training.guards import LAST
-
     if (path / TRAINING_FILE).is_file():
         return "done"
     return "partial" if (path / "checkpoints" / LAST).is_file() else "new"
@@ -248,8 +256,6 @@ def run_state(path: Path) -> str:
 
 def check_reusable(run: PlannedRun) -> None:
     """Refuse a finished model directory that was trained with other settings than this sweep's."""
-    from glassformer.archs import load_config, read_training
-
     recorded = load_config(run.out).to_dict()
     trainer = read_training(run.out).get("config", {}).get("trainer", {})
     same_trainer = all(trainer.get(k) == getattr(run.trainer, k) for k in ("max_steps", "batch_size", "seed"))
@@ -259,54 +265,48 @@ def check_reusable(run: PlannedRun) -> None:
 
 
 def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str | Path = "runs/sweep", *,
-              analyze_fn: Callable[..., Any], compare_fn: Callable[..., Any], configs: str | Path | None = None,
-              data: DataConfig | None = None, progress: bool = True) -> Path:
-    """Train (or resume, or reuse) every planned model, analyse each, then compare them; returns the report folder.
-
-    ``analyze_fn(model_dir, level=..., method=..., **preset.analysis)`` (once per level of the preset) and
-    ``compare_fn(model_dirs, out=..., baseline=...)`` are the
-    ``glassformer analyze`` and ``glassformer compare`` commands, so a sweep runs exactly what a user would.
+              configs: str | Path | None = None, data: DataConfig | None = None, tasks: list[str] | None = None,
+              progress: bool = True) -> Path:
+    """Train (or resume, or reuse) every planned model, analyse each at every level of the preset, then compare
+    them; returns the report folder. ``tasks`` replaces the preset's task list (a user's own tasks included, once
+    registered).
 
     Example:
-        >>> from glassformer.training import cli
-        >>> run_sweep("quick", out="runs/demo", analyze_fn=cli.analyze, compare_fn=cli.compare)  # doctest: +SKIP
+        >>> run_sweep("quick", out="runs/demo")  # doctest: +SKIP
+        PosixPath('runs/demo/report')
     """
     from tqdm.auto import tqdm
 
-    from glassformer.archs.model_dir import atomic_write_json
-
     runs = plan(preset, variants, out, configs, data)
+    p = PRESETS[preset]
+    analyses = p.analyses(tasks)
     out = Path(out)
+    check_writable(out)
     for run in runs:
         if run_state(run.out) == "done":
             check_reusable(run)
-    atomic_write_json(out / MANIFEST, {"kind": "glassformer.sweep", "preset": preset,
-                                       "description": PRESETS[preset].description,
-                                       "analysis": PRESETS[preset].analysis,
-                                       "levels": [list(lm) for lm in PRESETS[preset].levels], "command": sys.argv,
+    atomic_write_json(out / MANIFEST, {"kind": "glassformer.sweep", "preset": preset, "description": p.description,
+                                       "analysis": [a.record() for a in analyses], "command": sys.argv,
                                        "runs": {r.name: r.describe() for r in runs}})
-    p = PRESETS[preset]
-    stages: list[tuple[str, PlannedRun | None, tuple[str, str] | None]] = [("train", r, None) for r in runs]
-    stages += [("analyze", r, lm) for r in runs for lm in p.levels] + [("compare", None, None)]
+    stages: list[tuple[str, PlannedRun | None, AnalysisConfig | None]] = [("train", r, None) for r in runs]
+    stages += [("analyze", r, a) for r in runs for a in analyses] + [("compare", None, None)]
     bar = tqdm(total=len(stages), desc="sweep", unit="stage", disable=not progress, leave=True)
     try:
-        for i, (stage, run, level_method) in enumerate(stages, 1):
+        for i, (stage, run, analysis) in enumerate(stages, 1):
             label = stage if run is None else f"{stage} {run.name}"
-            label += f" ({'/'.join(level_method)})" if level_method else ""
+            label += f" ({analysis.level}/{analysis.method})" if analysis else ""
             bar.set_postfix_str(label)
             bar.write(f"sweep: stage {i}/{len(stages)}: {label}", file=sys.stderr)
             started = time.perf_counter()
             if stage == "train":
                 _train(run, progress)
             elif stage == "analyze":
-                level, method = level_method
-                if analysed(run.out, level, method, p.analysis.get("ablation", "mean")):
-                    log.info("%s: analysis.json holds %s/%s, reused", run.out, level, method)
-                else:
-                    analyze_fn(str(run.out), level=level, method=method, **p.analysis)
+                _analyze(run, analysis, progress)
             else:
                 with tqdm.external_write_mode():  # the verdict starts on a line of its own, not after the bar
-                    compare_fn([str(r.out) for r in runs], out=str(out / REPORT_DIR), baseline=str(runs[0].out))
+                    report = compare_models([str(r.out) for r in runs], out / REPORT_DIR, analyses[0],
+                                            baseline=str(runs[0].out), command=sys.argv)
+                    print(report_summary(report))
             log.info("%s took %.0f s", label, time.perf_counter() - started)
             bar.update(1)
     finally:
@@ -314,35 +314,18 @@ def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str
     return out / REPORT_DIR
 
 
-def analysed(model_dir: Path, level: str, method: str, ablation: str) -> bool:
-    """Whether ``model_dir/analysis.json`` holds a run at this level, method and ablation (read as JSON only).
-
-    Example:
-        >>> analysed(Path("no/such/dir"), "component", "eap-ig", "mean")
-        False
-    """
-    import json
-
-    from glassformer.archs.model_dir import ANALYSIS_FILE
-
-    path = model_dir / ANALYSIS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    # Version 2 keeps every run under "level/method/ablation"; version 1 holds one run's settings at the top.
-    keys = set(data.get("results") or {})
-    s = data.get("settings") or {}
-    if "level" in s:
-        keys.add(f"{s['level']}/{s.get('method')}/{s.get('ablation')}")
-    return f"{level}/{method}/{ablation}" in keys
+def _analyze(run: PlannedRun, analysis: AnalysisConfig, progress: bool) -> None:
+    if has_run(run.out, analysis):
+        log.info("%s: analysis.json holds %s/%s with these settings, reused", run.out, analysis.level,
+                 analysis.method)
+        return
+    started = time.perf_counter()
+    result = analyze_model_dir(run.out, analysis, progress=progress)
+    print(format_table(result))
+    print(f"wrote {run.out / 'analysis.json'} ({result['latest']}) in {time.perf_counter() - started:.0f} s")
 
 
 def _train(run: PlannedRun, progress: bool) -> None:
-    from glassformer.training.train import fit
-
     state = run_state(run.out)
     if state == "done":
         log.info("%s: training.json exists, reused", run.out)
@@ -353,4 +336,4 @@ def _train(run: PlannedRun, progress: bool) -> None:
 
 
 __all__ = ["PRESETS", "SweepPreset", "PlannedRun", "discover_variants", "plan", "run_sweep", "scale_model",
-           "run_state", "BASELINE"]
+           "run_state", "BASELINE", "MANIFEST", "REPORT_DIR"]

@@ -287,7 +287,7 @@ def node_means(model: Any, graph: NodeGraph, tokens: Tensor, batch_size: int = 1
         >>> tuple(node_means(model, g, torch.randint(0, 512, (2, 8))).shape)
         (1408,)
     """
-    from glassformer.analysis.ablation import check_tokens
+    from glassformer.analysis.common import check_tokens
 
     check_tokens(tokens, "corpus_tokens", model.cfg)
     device = next(model.parameters()).device

@@ -1,4 +1,4 @@
-"""Edge scores by exact patching, EAP and EAP-IG (REFERENCE.md). Higher means more important, everywhere.
+"""Edge scores by exact patching, EAP and EAP-IG (docs/methods.md). Higher means more important, everywhere.
 
 Each method estimates, for every edge e, the drop in the mean logit difference when e alone is ablated:
 ``effect_e = m(model) - m(model without e)``. Exact patching measures it (one forward per edge, many edges per
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.ablation import Patcher, default_max_tokens
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.component.ablation import Patcher, default_max_tokens
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 DEFAULT_IG_STEPS = 5

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.attribution import DEFAULT_IG_STEPS, Attribution
-from glassformer.analysis.nodes import GatedModel, frozen_weights
+from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS, Attribution
+from glassformer.analysis.node.graph import GatedModel, frozen_weights
 from glassformer.analysis.tasks.base import logit_diff
 
 NODE_SCORES: dict[str, str] = {
@@ -36,7 +36,7 @@ def attribute_nodes(method: str, gated: GatedModel, ig_steps: int = DEFAULT_IG_S
                     max_tokens: int = 16384) -> Attribution:
     """Node effects by ``method`` (``eap`` or ``eap-ig``) on ``gated``'s batch; model weights get no gradient.
 
-    The :class:`~glassformer.analysis.attribution.Attribution` returned holds one effect per node (not per edge):
+    The :class:`~glassformer.analysis.component.attribution.Attribution` returned holds one effect per node (not per edge):
     the estimated drop in mean logit difference when that node is ablated.
 
     Example:

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from glassformer.analysis.nodes import GatedModel, frozen_weights
+from glassformer.analysis.node.graph import GatedModel, frozen_weights
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 DEFAULT_TARGET_LOSS = 0.15
@@ -76,7 +75,7 @@ def heaviside(tau: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 @dataclass
-class MaskSettings:
+class MaskConfig:
     """How masks are trained and searched; every field is recorded in analysis.json."""
 
     steps: int = 100
@@ -92,11 +91,15 @@ class MaskSettings:
     init_noise: float = 0.01
     """Std of the seeded noise added to ``init``, so ties between nodes break by chance, not by index."""
     betas: tuple[float, float] = (0.9, 0.95)
-    seed: int = 0
+    seed: int | None = None
+    """Seed of the mask search; None: the analysis seed (``AnalysisConfig.seed``)."""
     probes: int = 7
     """Circuit sizes measured per bisection round (one batched forward)."""
 
     def __post_init__(self) -> None:
+        # YAML and the command line give lists; the search is a tuple of pairs everywhere else.
+        self.search = tuple(tuple(float(x) for x in p) for p in self.search)
+        self.betas = tuple(float(b) for b in self.betas)
         for name in ("steps", "probes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -141,7 +144,7 @@ class MaskRun:
         return int((self.tau > 0).sum())
 
 
-def train_masks(gated: GatedModel, search: tuple[tuple[float, float], ...], settings: MaskSettings) -> list[MaskRun]:
+def train_masks(gated: GatedModel, search: tuple[tuple[float, float], ...], settings: MaskConfig) -> list[MaskRun]:
     """Train one node mask per ``(k_coef, lr)`` in ``search`` on ``gated``'s batch (every pair, every step), all
     at once: each mask gates its own replica of the batch in one forward, and the summed losses of independent
     replicas give each mask its own gradient. Mask i starts from seed ``settings.seed + i``; the model's
@@ -149,7 +152,7 @@ def train_masks(gated: GatedModel, search: tuple[tuple[float, float], ...], sett
 
     Example:
         >>> runs = train_masks(GatedModel(model, graph, batch, "mean", means), ((1e-3, 1e-2), (1e-2, 5e-2)),
-        ...                    MaskSettings(steps=50))  # doctest: +SKIP
+        ...                    MaskConfig(steps=50))  # doctest: +SKIP
         >>> [r.tau.abs().max() <= 1 for r in runs]  # doctest: +SKIP
         [tensor(True), tensor(True)]
     """
@@ -157,7 +160,7 @@ def train_masks(gated: GatedModel, search: tuple[tuple[float, float], ...], sett
     n, device = gated.graph.n_nodes, gated.base.device
     taus = []
     for i in range(len(search)):
-        gen = torch.Generator().manual_seed(settings.seed + i)
+        gen = torch.Generator().manual_seed((settings.seed or 0) + i)
         tau = (settings.init + settings.init_noise * torch.randn(n, generator=gen)).clamp(-1, 1)
         taus.append(tau.to(device).requires_grad_(True))
     opt = torch.optim.Adam([{"params": [t], "lr": lr} for t, (_, lr) in zip(taus, search, strict=True)],
@@ -283,9 +286,25 @@ def subset(batch: TaskBatch, idx: slice) -> TaskBatch:
                    correct=batch.correct[idx], alternative=batch.alternative[idx], pairs=batch.pairs[idx])
 
 
+def choose_mask(train_losses: list[float], active: list[int], target: float) -> int:
+    """Index of the mask a search keeps: the smallest (fewest active nodes, then lowest loss) among those whose
+    training-pair loss meets ``target``; if none does, the one with the lowest loss.
+
+    Example:
+        >>> choose_mask([0.10, 0.05, 0.30], [50, 80, 10], target=0.15)  # 0 and 1 meet it; 0 is smaller
+        0
+        >>> choose_mask([0.30, 0.20], [5, 9], target=0.15)  # none meets it: the lowest loss
+        1
+    """
+    meets = [i for i, loss in enumerate(train_losses) if loss <= target]
+    if meets:
+        return min(meets, key=lambda i: (active[i], train_losses[i]))
+    return min(range(len(train_losses)), key=train_losses.__getitem__)
+
+
 def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, ablation: str,
                   means: Tensor | None, target: float = DEFAULT_TARGET_LOSS,
-                  settings: MaskSettings | None = None) -> dict[str, Any]:
+                  settings: MaskConfig | None = None) -> dict[str, Any]:
     """The seeded search over ``settings.search``, then the size at ``target`` on the held-out pairs.
 
     Returns the held-out result of :func:`smallest_circuit` plus ``tau`` (the chosen mask), ``ranking``, ``keep``
@@ -297,18 +316,14 @@ def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, 
         >>> out["nodes"], out["loss"] <= 0.15  # doctest: +SKIP
         (12, True)
     """
-    settings = settings or MaskSettings()
+    settings = settings or MaskConfig()
     gated_train = GatedModel(model, graph, train, ablation, means)
     runs = train_masks(gated_train, settings.search, settings)
     with torch.no_grad():  # every final mask on the training pairs, in one forward
         final = task_loss(gated_train.logits(torch.stack([(r.tau > 0).float() for r in runs])), train).tolist()
     search = [{"k_coef": r.k_coef, "lr": r.lr, "active": r.active, "train_loss": loss}
               for r, loss in zip(runs, final, strict=True)]
-    # The smallest mask that meets the target on the training pairs; if none does, the lowest training loss.
-    meets = [i for i, loss in enumerate(final) if loss <= target]
-    best = min(meets, key=lambda i: (runs[i].active, final[i])) if meets else min(range(len(runs)),
-                                                                                   key=final.__getitem__)
-    run = runs[best]
+    run = runs[choose_mask(final, [r.active for r in runs], target)]
     ranking = rank_nodes(run.tau)
     gated_eval = GatedModel(model, graph, heldout, ablation, means)
     result = smallest_circuit(circuit_loss_fn(gated_eval, ranking), graph.n_nodes, target, hint=run.active,
@@ -319,15 +334,3 @@ def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, 
         keep[ranking[: result["nodes"]]] = True
     return {**result, "tau": run.tau.cpu(), "ranking": ranking, "keep": keep, "active": run.active,
             "chosen": {"k_coef": run.k_coef, "lr": run.lr}, "search": search}
-
-
-def geometric_mean_or_none(values: list[float | None]) -> float | None:
-    """Geometric mean of the positive values (sizes of 0 count as 1 node, so one empty circuit does not zero
-    the mean); None when no value is given.
-
-    Example:
-        >>> round(geometric_mean_or_none([4, 16, None]), 6), geometric_mean_or_none([None])
-        (8.0, None)
-    """
-    vals = [max(float(v), 1.0) for v in values if v is not None]
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None

@@ -5,7 +5,7 @@ a node already in the circuit, so every chosen edge has a path to the logits (a 
 nodes whose output nothing in the circuit reads).
 
 Example:
-    >>> from glassformer.analysis.graph import ComponentGraph
+    >>> from glassformer.analysis.component.graph import ComponentGraph
     >>> g = ComponentGraph(1, 1, attn_only=True)   # edges: input->a0.h0<q|k|v>, input->logits, a0.h0->logits
     >>> scores = torch.tensor([5.0, 0.0, 0.0, 1.0, 2.0])
     >>> rank("topn", g, scores).tolist(), rank("greedy", g, scores).tolist()
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.component.graph import ComponentGraph
 
 
 def rank_topn(graph: ComponentGraph, scores: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The component-level computational graph of a model (as in EAP-IG, see REFERENCE.md).
+"""The component-level computational graph of a model (as in EAP-IG, see docs/methods.md).
 
 Nodes are the input (token plus position embeddings), every attention head, every MLP (any variant: dense, TopK,
 SoLU, transcoder; one node read through ``hook_mlp_in`` and written through ``hook_mlp_out``) and the logits.
@@ -25,7 +25,7 @@ from torch import Tensor
 
 
 def edge_count(n_layers: int, n_heads: int, attn_only: bool = False) -> int:
-    """Number of edges of the component graph: ``(3H+1)(H+1)L(L-1)/2 + L(5H+2) + 1`` (REFERENCE.md).
+    """Number of edges of the component graph: ``(3H+1)(H+1)L(L-1)/2 + L(5H+2) + 1`` (docs/methods.md).
 
     Attention-only models have no MLP nodes: ``3H^2 L(L-1)/2 + 4HL + 1`` (each head reads the input and the
     heads of earlier layers through q, k and v; the logits read every writer).

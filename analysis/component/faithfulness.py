@@ -1,4 +1,4 @@
-"""Faithfulness measured by running the model with everything outside a circuit ablated (REFERENCE.md).
+"""Faithfulness measured by running the model with everything outside a circuit ablated (docs/methods.md).
 
 ``f(C) = (m(C) - m(empty)) / (m(model) - m(empty))`` with m the mean logit difference over the task's pairs;
 ``N_p`` the smallest circuit size with ``f >= p``; CPR and CMD the trapezoid areas under ``f`` and ``|1 - f|``
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.ablation import Patcher, default_max_tokens
-from glassformer.analysis.attribution import pair_chunks
-from glassformer.analysis.circuits import circuit_mask
-from glassformer.analysis.graph import ComponentGraph
+from glassformer.analysis.component.ablation import Patcher, default_max_tokens
+from glassformer.analysis.component.attribution import pair_chunks
+from glassformer.analysis.component.circuits import circuit_mask
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 GRID_PERCENT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -149,14 +149,3 @@ def areas(curve: list[dict[str, Any]]) -> dict[str, float]:
     cpr = sum((x1 - x0) * (f0 + f1) / 2 for (x0, x1), (f0, f1) in segments)
     cmd = sum((x1 - x0) * (abs(1 - f0) + abs(1 - f1)) / 2 for (x0, x1), (f0, f1) in segments)
     return {"CPR": cpr, "CMD": cmd}
-
-
-def geometric_mean(values: list[float | None]) -> float | None:
-    """Geometric mean of the positive numbers in ``values`` (None when there are none).
-
-    Example:
-        >>> geometric_mean([2, 8, None])
-        4.0
-    """
-    vals = [v for v in values if v is not None and v > 0]
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None

@@ -3,7 +3,7 @@
 For each subject (``model``, and the controls ``random_init``, a freshly initialised model of the same config,
 and ``shuffled_labels``, the task with each pair's answers swapped at random), the pairs are split into training
 pairs and held-out pairs (``holdout``). ``mask`` learns node masks on the training pairs (the seeded search of
-:mod:`glassformer.analysis.masks` for the model; the controls reuse the (k_coef, lr) chosen for it);
+:mod:`glassformer.analysis.node.masks` for the model; the controls reuse the (k_coef, lr) chosen for it);
 ``eap-ig`` / ``eap`` score nodes on them (:mod:`node_attribution`). Either way
 the nodes are ranked and the circuit size at the target loss is bisected on the held-out pairs, each size
 measured by running the model with every node outside the circuit ablated. A subject that cannot reach the
@@ -19,49 +19,74 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from glassformer.analysis.masks import (
-    MaskSettings,
+from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
+from glassformer.analysis.node.attribution import NODE_SCORES, agreement, attribute_nodes
+from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
+from glassformer.analysis.node.masks import (
     circuit_loss_fn,
-    geometric_mean_or_none,
     learn_circuit,
     rank_nodes,
     smallest_circuit,
     split_pairs,
 )
-from glassformer.analysis.node_attribution import NODE_SCORES, agreement, attribute_nodes
-from glassformer.analysis.nodes import GatedModel, NodeGraph
 from glassformer.analysis.tasks.base import TaskBatch
+
+if TYPE_CHECKING:
+    from glassformer.analysis.config import AnalysisConfig
 
 NODE_METHODS: dict[str, str] = {
     "mask": "learned node masks (Gao et al. 2025): a seeded search over (k_coef, lr), then bisection",
     **NODE_SCORES,
 }
-WHO = ("model", "random_init", "shuffled_labels")
 MAX_CIRCUIT_NAMES = 200
 RUN_KEYS = ("level", "method", "ablation", "target_loss", "holdout", "n_pairs", "seed", "controls")
+"""The settings every circuit entry and summary row repeats, so a report can mix runs."""
 
 
-def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: str, means: Any,
-                settings: dict[str, Any], mask: MaskSettings | None = None) -> dict[str, Any]:
-    """One subject: the circuit at ``settings["target_loss"]`` by ``settings["method"]`` (masks trained as
-    ``mask`` says), its edges, timings.
+def run_fields(config: AnalysisConfig) -> dict[str, Any]:
+    """The settings a node-level circuit entry or summary row carries (controls as the list of those measured).
 
     Example:
-        >>> circuit_for(model, graph, batch, "mean", means, {"method": "eap-ig", "target_loss": 0.15,
-        ...             "holdout": 0.5, "ig_steps": 5})["reached"]  # doctest: +SKIP
+        >>> from glassformer.analysis.config import AnalysisConfig
+        >>> run_fields(AnalysisConfig(level="node"))["target_loss"]
+        0.15
+    """
+    return {"level": config.level, "method": config.method, "ablation": config.ablation,
+            "target_loss": float(config.target_loss), "holdout": float(config.holdout), "n_pairs": config.n_pairs,
+            "seed": config.seed, "controls": list(CONTROLS) if config.controls else []}
+
+
+def settings_record(config: AnalysisConfig) -> dict[str, Any]:
+    """What analysis.json's ``settings`` holds for a node-level run beyond the shared fields."""
+    return {"target_loss": float(config.target_loss), "holdout": float(config.holdout), "metric": "task_loss",
+            "ig_steps": _ig_steps(config), "mask": config.mask.record() if config.method == "mask" else None}
+
+
+def _ig_steps(config: AnalysisConfig) -> int:
+    return config.ig_steps if config.method != "eap" else 1
+
+
+def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, means: Any, config: AnalysisConfig
+                ) -> dict[str, Any]:
+    """One subject: the circuit at ``config.target_loss`` by ``config.method`` under ``config.ablation`` (masks
+    trained as ``config.mask`` says), its edges, timings.
+
+    Example:
+        >>> circuit_for(model, graph, batch, means, AnalysisConfig(level="node", method="eap-ig")
+        ...             )["reached"]  # doctest: +SKIP
         True
     """
     start = time.perf_counter()
-    method, target = settings["method"], settings["target_loss"]
-    train, heldout = split_pairs(batch, settings["holdout"])
+    method, target, ablation = config.method, config.target_loss, config.ablation
+    train, heldout = split_pairs(batch, config.holdout)
     gated_train = GatedModel(model, graph, train, ablation, means)
-    att = attribute_nodes("eap-ig" if method == "mask" else method, gated_train, ig_steps=settings["ig_steps"])
+    att = attribute_nodes("eap-ig" if method == "mask" else method, gated_train, ig_steps=_ig_steps(config))
     if method == "mask":
-        out = learn_circuit(model, graph, train, heldout, ablation, means, target, mask)
+        out = learn_circuit(model, graph, train, heldout, ablation, means, target, config.mask)
         out["agreement"] = {"method": "eap-ig", **agreement(out["keep"], out["tau"], att.scores)}
         scores = out["tau"]
     else:
@@ -83,51 +108,51 @@ def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: str, m
 
 
 def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph, subjects: dict[str, Any],
-                 means: dict[str, Any], settings: dict[str, Any], mask: MaskSettings | None = None
-                 ) -> dict[str, Any]:
-    """The node-level entry of one task in analysis.json (see the layout in ``analyze.py``); ``settings`` as
-    analysis.json records them, ``mask`` the mask training (default :class:`MaskSettings`).
+                 means: dict[str, Any], config: AnalysisConfig) -> dict[str, Any]:
+    """The node-level entry of one task in analysis.json (see the layout in ``analyze.py``); ``config.ablation``
+    is the ablation actually used.
 
     Example:
         >>> analyze_task("induction", "", batch, graph, {"model": model}, {"model": means},
-        ...              settings)["circuits"][0]["nodes"]["model"]  # doctest: +SKIP
+        ...              AnalysisConfig(level="node", controls=False))["circuits"][0]["nodes"]["model"]  # doctest: +SKIP
         14
     """
     from glassformer.analysis.capability import task_capability
 
     start = time.perf_counter()
     runs = {"model": (subjects["model"], batch, means["model"])}
-    if settings["controls"]:
+    if config.controls:
         runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
-        runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(settings["seed"]), means["model"])
+        runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(config.seed), means["model"])
     model, _, model_means = runs["model"]
-    found = {"model": circuit_for(model, graph, batch, settings["ablation"], model_means, settings, mask)}
-    if settings["method"] == "mask":
+    found = {"model": circuit_for(model, graph, batch, model_means, config)}
+    control_config = config
+    if config.method == "mask":
         # The controls reuse the (k_coef, lr) chosen for the model: the same procedure, a third of the cost.
         chosen = found["model"]["chosen"]
-        mask = replace(mask or MaskSettings(), search=((chosen["k_coef"], chosen["lr"]),))
+        control_config = replace(config, mask=replace(config.mask, search=((chosen["k_coef"], chosen["lr"]),)))
     for who, (m, b, mu) in runs.items():
         if who != "model":
-            found[who] = circuit_for(m, graph, b, settings["ablation"], mu, settings, mask)
-    c: dict[str, Any] = {key: settings[key] for key in RUN_KEYS}
-    c.update(selection=settings["method"], n_nodes_total=graph.n_nodes)
+            found[who] = circuit_for(m, graph, b, mu, control_config)
+    c: dict[str, Any] = run_fields(config)
+    c.update(selection=config.method, n_nodes_total=graph.n_nodes)
     for key in ("nodes", "edges", "loss", "reached", "loss_full", "loss_empty", "bracket", "nodes_by_kind",
                 "top_nodes", "train_pairs", "heldout_pairs", "seconds"):
         c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     c["fraction"] = {who: (None if c["nodes"][who] is None else c["nodes"][who] / graph.n_nodes) for who in WHO}
-    if settings["method"] == "mask":
+    if config.method == "mask":
         for key in ("chosen", "search", "active", "agreement"):
             c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     keep = found["model"]["keep"]
     c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]
                     if keep is not None else None)
-    return {"status": "ok", "description": description, "n_pairs": len(batch), "seed": settings["seed"],
+    return {"status": "ok", "description": description, "n_pairs": len(batch), "seed": config.seed,
             "example": batch.pairs[0].example() if batch.pairs else None,
             "capability": {who: task_capability(m, b) for who, (m, b, _) in runs.items()},
             "circuits": [c], "seconds": {"total": time.perf_counter() - start}}
 
 
-def summary(tasks: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any]]:
     """Geometric means over tasks of the circuit size (nodes, edges) at the target, for each subject, over the
     tasks where it reached the target, with how many did (so a mean over few tasks shows as one).
 
@@ -135,16 +160,16 @@ def summary(tasks: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, A
         >>> t = {"a": {"status": "ok", "circuits": [{"nodes": {"model": 4}, "edges": {"model": 9},
         ...      "reached": {"model": True}}]}, "b": {"status": "ok", "circuits": [{"nodes": {"model": 16},
         ...      "edges": {"model": 1}, "reached": {"model": True}}]}}
-        >>> row = summary(t, {"level": "node", "method": "mask", "ablation": "mean", "target_loss": 0.15,
-        ...                   "holdout": 0.5, "n_pairs": 8, "seed": 0, "controls": []})[0]
+        >>> from glassformer.analysis.config import AnalysisConfig
+        >>> row = summary(t, AnalysisConfig(level="node", n_pairs=8, controls=False))[0]
         >>> round(row["geomean_nodes"]["model"], 6), row["tasks_reached"]["model"]
         (8.0, 2)
     """
     ok = [t for t in tasks.values() if t["status"] == "ok"]
-    row: dict[str, Any] = {key: settings[key] for key in RUN_KEYS}
-    row.update(selection=settings["method"], n_tasks=len(ok))
+    row: dict[str, Any] = run_fields(config)
+    row.update(selection=config.method, n_tasks=len(ok))
     for key in ("nodes", "edges"):
-        row[f"geomean_{key}"] = {who: geometric_mean_or_none([t["circuits"][0][key].get(who) for t in ok])
+        row[f"geomean_{key}"] = {who: geometric_mean([t["circuits"][0][key].get(who) for t in ok], floor=1.0)
                                  for who in WHO}
     row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) for t in ok) for who in WHO}
     return [row]
@@ -191,3 +216,22 @@ def _cell(c: dict[str, Any], key: str) -> str:
 
     controls = [one(w) for w in WHO[1:] if w in c["controls"]]
     return f"{one('model')} [{' | '.join(controls)}]"
+
+
+def ablated_values(model: Any, graph: NodeGraph, corpus: torch.Tensor | None, ablation: str) -> Any:
+    """Each node's mean over corpus windows for mean ablation; None for zero ablation."""
+    return node_means(model, graph, corpus) if ablation == "mean" else None
+
+
+def graph_record(graph: NodeGraph, model: Any) -> dict[str, Any]:
+    """The node graph as analysis.json records it (counts by kind, edges as non-zero weights)."""
+    return graph.describe(model)
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The node-level table as the command line prints it (after a blank line)."""
+    return ["", *format_table(result)]
+
+
+LEVEL = Level(name="node", graph=NodeGraph, means=ablated_values, graph_record=graph_record,
+              settings=settings_record, analyze_task=analyze_task, summary=summary, table=table)

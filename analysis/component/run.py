@@ -1,0 +1,213 @@
+"""Component level: circuits of edges between embeddings, attention heads (q/k/v inputs), MLPs and logits.
+
+One task at a time (:func:`analyze_task`): edge scores by the configured method, circuits grown by each selection,
+their faithfulness measured by running the model with everything outside the circuit ablated; then the summary
+over tasks and the table the command line prints. :data:`LEVEL` is what :func:`glassformer.analysis.analyze`
+reads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from glassformer.analysis.capability import task_capability
+from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.attribution import attribute
+from glassformer.analysis.component.circuits import rank
+from glassformer.analysis.component.faithfulness import (
+    GRID_PERCENT,
+    THRESHOLDS,
+    Faithfulness,
+    evaluate_ranking,
+)
+from glassformer.analysis.component.graph import ComponentGraph, edge_count
+from glassformer.analysis.tasks import TaskBatch
+
+if TYPE_CHECKING:
+    from glassformer.analysis.config import AnalysisConfig
+
+SIZE_KEYS = tuple(f"N_{p:g}" for p in THRESHOLDS)
+AREA_KEYS = ("CPR", "CMD")
+TOP_EDGES = 20
+RUN_KEYS = ("level", "method", "ablation", "n_pairs", "seed", "controls")
+"""The settings every circuit entry and summary row repeats, so a report can mix runs."""
+
+
+def run_fields(config: AnalysisConfig) -> dict[str, Any]:
+    """The settings a circuit entry or summary row carries (controls as the list of those measured).
+
+    Example:
+        >>> from glassformer.analysis.config import AnalysisConfig
+        >>> run_fields(AnalysisConfig(controls=False))["controls"]
+        []
+    """
+    return {"level": config.level, "method": config.method, "ablation": config.ablation,
+            "n_pairs": config.n_pairs, "seed": config.seed, "controls": list(CONTROLS) if config.controls else []}
+
+
+def settings_record(config: AnalysisConfig) -> dict[str, Any]:
+    """What analysis.json's ``settings`` holds for a component-level run beyond the shared fields."""
+    return {"selections": list(config.selections), "ig_steps": config.ig_steps if config.method == "eap-ig" else None,
+            "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
+
+
+def ablated_values(model: Any, graph: ComponentGraph, corpus: torch.Tensor | None, ablation: str) -> Any:
+    """Each writer's ablated value (per position for position-mean); None for zero and corrupt ablation."""
+    if ablation not in ("mean", "position-mean"):
+        return None
+    return writer_means(model, graph, corpus, per_position=ablation == "position-mean")
+
+
+def graph_record(graph: ComponentGraph, model: Any) -> dict[str, Any]:
+    """The graph as analysis.json describes it, with the edge count checked against its closed form."""
+    cfg = model.cfg
+    return {**graph.describe(), "edge_count_formula": "(3H+1)(H+1)L(L-1)/2 + L(5H+2) + 1"
+            if not cfg.attn_only else "3H^2 L(L-1)/2 + 4HL + 1",
+            "edge_count_by_formula": edge_count(cfg.n_layers, cfg.n_heads, cfg.attn_only)}
+
+
+def analyze_task(name: str, description: str, batch: TaskBatch, graph: ComponentGraph, subjects: dict[str, Any],
+                 means: dict[str, Any], config: AnalysisConfig) -> dict[str, Any]:
+    """The component-level entry of one task in analysis.json: capability, then for each selection the circuit's
+    faithfulness curve, N_0.8 / N_0.9, CPR and CMD, beside the same numbers on each control.
+
+    ``config.ablation`` is the ablation actually used (after any fallback); ``subjects`` holds ``model`` and,
+    with controls, ``random_init``; ``means`` their ablated values.
+
+    Example:
+        >>> entry = analyze_task("induction", "", batch, graph, {"model": model}, {"model": None},
+        ...                      AnalysisConfig(controls=False, ablation="zero"))  # doctest: +SKIP
+        >>> entry["circuits"][0]["N_0.8"]["model"]["edges"]  # doctest: +SKIP
+        4
+    """
+    start = time.perf_counter()
+    settings = run_fields(config)
+    runs = {"model": (subjects["model"], batch, means["model"])}
+    if config.controls:
+        runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
+        runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(config.seed), means["model"])
+    entry: dict[str, Any] = {"status": "ok", "description": description, "n_pairs": len(batch),
+                             "seed": config.seed, "example": batch.pairs[0].example(),
+                             "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
+    evaluations: dict[str, dict[str, Any]] = {}
+    for who, (model, b, mu) in runs.items():
+        att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps)
+        fa = Faithfulness(model, graph, b, config.ablation, mu)
+        evaluations[who] = {"attribution": att, "faithfulness": fa,
+                            "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}
+        evaluations[who]["results"] = {s: evaluate_ranking(fa, r) for s, r in evaluations[who]["rankings"].items()}
+    names = graph.edge_names()
+    circuits = []
+    for selection in config.selections:
+        c: dict[str, Any] = dict(settings)
+        c.update(selection=selection, n_edges_total=graph.n_edges)
+        for key in (*SIZE_KEYS, *AREA_KEYS):
+            c[key] = {who: evaluations.get(who, {}).get("results", {}).get(selection, {}).get(key)
+                      for who in ("model", *CONTROLS)}
+        c["signal"] = {who: ev["results"][selection]["signal"] for who, ev in evaluations.items()}
+        c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
+        c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
+                         for who, ev in evaluations.items()}
+        c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
+                                for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
+                          for who, ev in evaluations.items()}
+        n08 = c[SIZE_KEYS[0]]["model"]["edges"]
+        if n08 is not None:
+            mask = torch.zeros(graph.n_edges, dtype=torch.bool)
+            mask[evaluations["model"]["rankings"][selection][:n08]] = True
+            c["circuit_nodes"] = sorted(graph.edge_nodes(mask))
+        circuits.append(c)
+    entry["circuits"] = circuits
+    entry["seconds"] = {"attribution": {who: ev["attribution"].seconds for who, ev in evaluations.items()},
+                        "total": time.perf_counter() - start}
+    return entry
+
+
+def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any]]:
+    """Geometric means over the analysed tasks of N_0.8 and N_0.9 (edges), beside their controls: over every
+    task, and over the tasks where each subject has signal.
+
+    Example:
+        >>> summary(run["tasks"], config)[0]["geomean_N_0.8"]["model"]  # doctest: +SKIP
+        16.8
+    """
+    ok = [t for t in tasks.values() if t["status"] == "ok"]
+    out = []
+    for i, selection in enumerate(config.selections):
+        row: dict[str, Any] = run_fields(config)
+        row.update(selection=selection, n_tasks=len(ok))
+        who_all = WHO
+        # A size measured without signal (the model's logit difference is not clearly above the empty circuit's)
+        # is noise over noise: the second mean leaves those tasks out, per subject.
+        with_signal = {who: [t for t in ok if t["circuits"][i]["signal"].get(who)] for who in who_all}
+        row["n_tasks_with_signal"] = {who: len(ts) for who, ts in with_signal.items()}
+        for key in SIZE_KEYS:
+            row[f"geomean_{key}"] = {
+                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in ok])
+                for who in who_all}
+            row[f"signal_geomean_{key}"] = {
+                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in with_signal[who]])
+                for who in who_all}
+        out.append(row)
+    return out
+
+
+def format_table(result: dict[str, Any]) -> list[str]:
+    """Lines of the component-level table: per task capability, then each size with the controls beside it,
+    then the geometric means (over every task, and over the tasks with signal)."""
+    s, lines = result["settings"], []
+    ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
+    width = max([len(n) for n in result["tasks"]] + [8])
+    for i, selection in enumerate(s["selections"]):
+        lines.append("")
+        lines.append(f"circuits by {selection}; each number [random_init | shuffled_labels]; "
+                     f"E = {result['graph']['n_edges']} edges")
+        header = f"{'task':<{width}}  {'acc':>5} {'loss':>6}  " + "  ".join(
+            f"{k:<26}" for k in (*SIZE_KEYS, *AREA_KEYS))
+        lines.append(header)
+        for name, t in ok.items():
+            c = t["circuits"][i]
+            cells = [_cell(c, k, _edges) for k in SIZE_KEYS] + [_cell(c, k, _area) for k in AREA_KEYS]
+            capm = t["capability"]["model"]
+            lines.append(f"{name:<{width}}  {capm['accuracy']:>5.2f} {capm['loss']:>6.3f}  "
+                         + "  ".join(f"{x:<26}" for x in cells))
+        summary = result["summary"][i]
+        n = summary.get("n_tasks_with_signal")  # analyses written before the signal-only row lack it
+        rows = [("geomean", "geomean_", "")]
+        if n is not None:
+            counts = f"{n['model']} [" + " | ".join(str(n[w]) for w in CONTROLS if w in n) + "]"
+            rows.append(("geomean, signal", "signal_geomean_", f"  over the tasks with signal: {counts}"))
+        for label, prefix, note in rows:
+            geo = [_cell({k: summary[prefix + k], "signal": {}}, k, _geo) for k in SIZE_KEYS]
+            lines.append(f"{label:<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo) + note)
+    return lines
+
+
+def _edges(v: Any) -> str:
+    return "-" if not v or v.get("edges") is None else str(v["edges"])
+
+
+def _area(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _geo(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _cell(c: dict[str, Any], key: str, fmt: Any) -> str:
+    def one(who: str) -> str:
+        flag = "" if c["signal"].get(who, True) else "?"
+        return fmt(c[key].get(who)) + flag
+
+    controls = [one(who) for who in CONTROLS if who in c[key]]
+    return f"{one('model')} [{' | '.join(controls)}]"
+
+
+LEVEL = Level(name="component", graph=ComponentGraph, means=ablated_values, graph_record=graph_record,
+              settings=settings_record, analyze_task=analyze_task, summary=summary, table=format_table,
+              table_notes=("? = logit difference not clearly above the empty circuit's, so f is noise over noise",))

@@ -1,0 +1,143 @@
+"""``AnalysisConfig``: every setting of an analysis, its default and its validation, in one place.
+
+The command line (``glassformer analyze``, ``compare``, ``sweep``), the sweep presets and
+:func:`glassformer.analysis.analyze` all take this one dataclass, and analysis.json records it (``record()``), so a
+run can be told apart from another by everything that changes its numbers. Choices (levels, methods, ablations,
+selections) are read from the registries of the two levels, :mod:`glassformer.analysis.component` and
+:mod:`glassformer.analysis.node`.
+
+Example:
+    >>> cfg = AnalysisConfig(level="node", n_pairs=32)
+    >>> cfg.method, cfg.mask.seed
+    ('mask', 0)
+    >>> AnalysisConfig(level="node", ablation="corrupt")
+    Traceback (most recent call last):
+    ...
+    ValueError: ablation='corrupt' is not allowed: expected one of mean, zero (at level='node')
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from glassformer.analysis.common import check_choice
+from glassformer.analysis.component.ablation import ABLATIONS
+from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS, METHODS
+from glassformer.analysis.component.circuits import SELECTIONS
+from glassformer.analysis.node.circuits import NODE_METHODS
+from glassformer.analysis.node.graph import NODE_ABLATIONS
+from glassformer.analysis.node.masks import DEFAULT_TARGET_LOSS, MaskConfig
+from glassformer.analysis.tasks import TASKS
+
+METHODS_BY_LEVEL: dict[str, dict[str, Any]] = {"component": METHODS, "node": NODE_METHODS}
+ABLATIONS_BY_LEVEL: dict[str, dict[str, str]] = {"component": ABLATIONS, "node": NODE_ABLATIONS}
+DEFAULT_METHOD = {"component": "eap-ig", "node": "mask"}
+LEVEL_NAMES = tuple(METHODS_BY_LEVEL)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed: expected a positive integer")
+
+
+@dataclass
+class AnalysisConfig:
+    """How circuits are found and measured. Every field is recorded in analysis.json with the run.
+
+    Example:
+        >>> AnalysisConfig(tasks="induction").tasks
+        ['induction']
+    """
+
+    tasks: list[str] | str | None = None
+    """Task names (a list, or one name); None: every registered task the model's tokenizer supports."""
+    level: str = "component"
+    """component (embeddings, heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual,
+    q/k/v and neuron or transcoder-latent channels)."""
+    method: str | None = None
+    """Circuit discovery. component: exact, eap or eap-ig; node: mask, eap-ig or eap. None: the level's default
+    (eap-ig for components, mask for nodes)."""
+    ablation: str = "mean"
+    """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
+    or zero. Mean ablation needs corpus windows; without them zero is used (with a warning and a note)."""
+    n_pairs: int = 64
+    """Minimal pairs per task."""
+    seed: int = 0
+    """Seed of task generation, of the shuffled-labels control, of the random-init control and of the mask
+    search."""
+    controls: bool = True
+    """Also measure a random-init model of the same config and the task with shuffled labels."""
+    corpus_windows: int = 64
+    """Corpus windows read for mean ablation, validation loss and the sparse-layer metrics."""
+    selections: list[str] = field(default_factory=lambda: ["topn", "greedy"])
+    """component: how circuits grow from the edge scores (topn: by score; greedy: from the logits backwards)."""
+    ig_steps: int = DEFAULT_IG_STEPS
+    """Integration steps of EAP-IG (component and node level)."""
+    target_loss: float = DEFAULT_TARGET_LOSS
+    """node: the circuit size is the smallest circuit whose held-out task loss is at most this (nats)."""
+    holdout: float = 0.5
+    """node: fraction of pairs held out to measure sizes on; the rest train masks or attribution."""
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    """node, method mask: how masks are trained and searched (mask.steps: optimizer steps per mask)."""
+    sparse_layers: bool = True
+    """Also measure the MLP layers' L0, dead/dense fractions, interference, weight density and, for a fine-tuned
+    model, FVU and CE loss recovered against its parent (needs corpus windows)."""
+
+    def __post_init__(self) -> None:
+        check_choice("level", self.level, LEVEL_NAMES)
+        if self.method is None:
+            self.method = DEFAULT_METHOD[self.level]
+        where = f" (at level={self.level!r})"
+        check_choice("method", self.method, METHODS_BY_LEVEL[self.level], where)
+        check_choice("ablation", self.ablation, ABLATIONS_BY_LEVEL[self.level], where)
+        if isinstance(self.tasks, str):
+            self.tasks = [self.tasks]
+        if self.tasks is not None:
+            if not self.tasks or not all(isinstance(t, str) for t in self.tasks):
+                raise ValueError(f"tasks={self.tasks!r} is not allowed: expected a task name or a non-empty list "
+                                 f"of task names")
+            for t in self.tasks:
+                check_choice("tasks", t, TASKS.names())
+            self.tasks = list(self.tasks)
+        self.selections = list(self.selections)
+        for s in self.selections:
+            check_choice("selections", s, SELECTIONS)
+        for name in ("n_pairs", "ig_steps", "corpus_windows"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer")
+        t = self.target_loss
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ValueError(f"target_loss={t!r} is not allowed: expected a positive number of nats")
+        h = self.holdout
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1:
+            raise ValueError(f"holdout={h!r} is not allowed: expected a fraction in [0, 1)")
+        if isinstance(self.mask, dict):  # from a JSON record or a YAML mapping
+            self.mask = MaskConfig(**self.mask)
+        if not isinstance(self.mask, MaskConfig):
+            raise ValueError(f"mask={self.mask!r} is not allowed: expected a MaskConfig")
+        if self.mask.seed is None:
+            self.mask = replace(self.mask, seed=self.seed)
+
+    def replace(self, **changes: Any) -> AnalysisConfig:
+        """A copy with ``changes`` applied and validated again (a method left unset follows the new level).
+
+        Example:
+            >>> AnalysisConfig().replace(level="node").method
+            'mask'
+        """
+        if "level" in changes and "method" not in changes:
+            changes["method"] = None
+        return replace(self, **changes)
+
+    def record(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (what analysis.json stores as the run's config).
+
+        Example:
+            >>> AnalysisConfig().record()["mask"]["steps"]
+            100
+        """
+        out = asdict(self)
+        out["mask"] = self.mask.record()
+        return out
