@@ -222,7 +222,8 @@ def tokenizer_files(tokenizer_json: str, cfg: ModelConfig, special: dict[str, in
         # glassformer encodes the text "<|endoftext|>" inside a document as plain bytes (a document cannot
         # forge a separator); transformers does the same only when told.
         "split_special_tokens": True,
-        # Decoding must give back the exact text, spaces before punctuation included.
+        # Decoding must give back the exact text, spaces before punctuation included (transformers 4.x would
+        # otherwise turn " ," into ","; 5.x no longer cleans up byte-level BPE output).
         "clean_up_tokenization_spaces": False,
         **names,
     }
