@@ -44,6 +44,10 @@ NO_EFFECT_FIELDS = ("rotary_base", "penalties", "weight_sparsity", "kernels", "e
 """rotary_base is read only with rotary positions; penalties are training losses; weight-sparse weights are
 weights; kernels picks an implementation of the same function; extra is never read by the model."""
 
+_MLP_KINDS = {"topk": "keeps only the k largest hidden activations of each token",
+              "solu": "applies a softmax-weighted activation and a LayerNorm inside the MLP",
+              "transcoder": "is a sparse encoder/decoder with its own latent activation"}
+
 
 class ExportError(ModelDirError):
     """A model directory cannot be exported; the message says which setting or file stands in the way."""
@@ -75,9 +79,9 @@ def hf_export_blockers(cfg: ModelConfig) -> list[str]:
                    "Exportable: attn_only=false")
     kind = getattr(cfg.mlp_config, "kind", None)
     if not cfg.attn_only and kind != "dense":
-        out.append(f"model.mlp.kind={kind!r}: GPT-2's MLP is dense (W_out act(W_in x + b_in) + b_out with a GELU); "
-                   f"a {kind} MLP (sparse latents, TopK, SoLU, encoder/decoder) has no transformers GPT-2 "
-                   f"equivalent. Exportable: mlp.kind='dense'")
+        what = _MLP_KINDS.get(kind, "computes something else")
+        out.append(f"model.mlp.kind={kind!r}: GPT-2's MLP is dense (W_out gelu(W_in x + b_in) + b_out), while a "
+                   f"{kind} MLP {what}; transformers' GPT-2 has no equivalent. Exportable: mlp.kind='dense'")
     elif not cfg.attn_only and cfg.mlp_config.activation not in ACTIVATION_NAMES:
         out.append(f"model.mlp.activation={cfg.mlp_config.activation!r}: no GPT-2 activation_function computes "
                    f"it. Exportable: {', '.join(ACTIVATION_NAMES)}")

@@ -123,9 +123,10 @@ BLOCKED = {
     "rmsnorm": ({"norm": "rmsnorm"}, r"model\.norm='rmsnorm': GPT-2 normalises with LayerNorm.*no RMSNorm"),
     "rotary": ({"positional": "rotary"}, r"model\.positional='rotary': GPT-2 adds learned absolute position"),
     "attn-only": ({"attn_only": True}, r"model\.attn_only=True: every GPT-2 block has an MLP"),
-    "topk-mlp": ({"mlp": {"kind": "topk", "k": 8}}, r"model\.mlp\.kind='topk': GPT-2's MLP is dense"),
-    "solu-mlp": ({"mlp": {"kind": "solu"}}, r"model\.mlp\.kind='solu': GPT-2's MLP is dense"),
-    "transcoder": ({"mlp": {"kind": "transcoder", "k": 8}}, r"model\.mlp\.kind='transcoder': GPT-2's MLP is dense"),
+    "topk-mlp": ({"mlp": {"kind": "topk", "k": 8}}, r"model\.mlp\.kind='topk': GPT-2's MLP is dense.*keeps only the k largest"),
+    "solu-mlp": ({"mlp": {"kind": "solu"}}, r"model\.mlp\.kind='solu': GPT-2's MLP is dense.*softmax"),
+    "transcoder": ({"mlp": {"kind": "transcoder", "k": 8}},
+                   r"model\.mlp\.kind='transcoder': GPT-2's MLP is dense.*sparse encoder/decoder"),
     "act-sparsity": ({"activation_sparsity": {"sites": ["q", "mlp_out"]}},
                      r"model\.activation_sparsity \(AbsTopK at q, mlp_out\): GPT-2 has no top-k step"),
     "d-head": ({"d_head": 8}, r"model\.d_head=8: GPT-2's heads split the residual stream evenly.*32 != d_model=64"),
@@ -157,6 +158,12 @@ def test_every_config_field_has_a_decision(monkeypatch):
     assert hf_export_blockers(presets.get("debug")) == [
         "model.weight_sparsity: the exporter does not know whether this setting changes the computation "
         "(a glassformer bug: please report it)"]
+
+
+def test_a_dense_activation_without_a_gpt2_name_is_refused(monkeypatch):
+    monkeypatch.setattr(hf_export_module, "ACTIVATION_NAMES", {"gelu_tanh": "gelu_new"})
+    assert hf_export_blockers(presets.get("debug")) == [
+        "model.mlp.activation='gelu': no GPT-2 activation_function computes it. Exportable: gelu_tanh"]
 
 
 @st.composite
