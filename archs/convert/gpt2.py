@@ -6,7 +6,7 @@ exists, and only with ``torch.load(weights_only=True)``, which refuses any pickl
 plain containers.
 
 How the GPT-2 tensors land in the glassformer model (``transformer.`` prefix optional; Conv1D weights are stored
-(in, out), the transpose of ``nn.Linear``):
+(in, out), the transpose of ``nn.Linear``; :func:`gpt2_tensor_map` is the table the import and the export read):
 
 | GPT-2 | glassformer |
 | --- | --- |
@@ -268,6 +268,40 @@ def _read_pickle(file: Path) -> dict[str, Tensor]:
     return obj
 
 
+QKV = ("W_Q", "W_K", "W_V")
+"""The order of the three projections side by side in GPT-2's ``c_attn`` (its output columns are [q | k | v], each
+n_heads blocks of d_head: the same head order glassformer unflattens to)."""
+
+
+def gpt2_tensor_map(cfg: ModelConfig) -> list[tuple[str, str, tuple[int, ...], bool]]:
+    """Every GPT-2 tensor that maps one-to-one onto a glassformer tensor: ``(GPT-2 name without the
+    "transformer." prefix, glassformer name, GPT-2 shape, transposed)``.
+
+    The one home of the name mapping, read by the import (:func:`gpt2_state_dict`) and the export
+    (``glassformer.archs.convert.hf_export``). ``transposed`` marks Conv1D weights, stored (in, out), the
+    transpose of ``nn.Linear``. Not listed, because they are not one-to-one: ``attn.c_attn`` (W_Q, W_K, W_V side by
+    side, in :data:`QKV` order) and ``lm_head.weight`` (the unembedding, absent when tied to ``wte``).
+
+    Example:
+        >>> from glassformer.archs import presets
+        >>> gpt2_tensor_map(presets.get("debug"))[0]
+        ('wte.weight', 'embed.weight', (512, 64), False)
+    """
+    D, F, V, P = cfg.d_model, cfg.mlp_width, cfg.d_vocab, cfg.n_ctx
+    rows = [("wte.weight", "embed.weight", (V, D), False), ("wpe.weight", "pos_embed.weight", (P, D), False)]
+    for i in range(cfg.n_layers):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        for ln, ours in (("ln_1", "ln1"), ("ln_2", "ln2")):
+            rows += [(f"{h}{ln}.weight", f"{b}{ours}.weight", (D,), False),
+                     (f"{h}{ln}.bias", f"{b}{ours}.bias", (D,), False)]
+        for theirs, ours, (n_in, n_out) in (("attn.c_proj", "attn.W_O", (D, D)), ("mlp.c_fc", "mlp.W_in", (D, F)),
+                                             ("mlp.c_proj", "mlp.W_out", (F, D))):
+            rows += [(f"{h}{theirs}.weight", f"{b}{ours}.weight", (n_in, n_out), True),
+                     (f"{h}{theirs}.bias", f"{b}{ours}.bias", (n_out,), False)]
+    rows += [("ln_f.weight", "ln_final.weight", (D,), False), ("ln_f.bias", "ln_final.bias", (D,), False)]
+    return rows
+
+
 def gpt2_state_dict(tensors: dict[str, Tensor], hf: dict[str, Any], cfg: ModelConfig) -> dict[str, Tensor]:
     """Map GPT-2 checkpoint tensors (either key layout) to a glassformer state dict, checking every shape.
 
@@ -295,30 +329,20 @@ def gpt2_state_dict(tensors: dict[str, Tensor], hf: dict[str, Any], cfg: ModelCo
         # glassformer computes in float32; half-precision checkpoints are widened, which loses nothing.
         return t.to(torch.float32)
 
-    state = {"embed.weight": take("wte.weight", (V, D)), "pos_embed.weight": take("wpe.weight", (P, D))}
+    state: dict[str, Tensor] = {}
+    for theirs, ours, shape, transposed in gpt2_tensor_map(cfg):
+        t = take(theirs, shape)
+        state[ours] = t.T.contiguous() if transposed else t
     for i in range(cfg.n_layers):
         h, b = f"h.{i}.", f"blocks.{i}."
-        for ln, ours in (("ln_1", "ln1"), ("ln_2", "ln2")):
-            state[f"{b}{ours}.weight"] = take(f"{h}{ln}.weight", (D,))
-            state[f"{b}{ours}.bias"] = take(f"{h}{ln}.bias", (D,))
-        # Conv1D stores (in, out); nn.Linear wants (out, in). c_attn's output columns are [q | k | v], each
-        # n_heads blocks of d_head, the same head order glassformer unflattens to.
         qkv_w = take(f"{h}attn.c_attn.weight", (D, 3 * D)).T.contiguous()
         qkv_b = take(f"{h}attn.c_attn.bias", (3 * D,))
         scale = _query_scale(hf, i, cfg.head_dim)
-        for j, name in enumerate(("W_Q", "W_K", "W_V")):
+        for j, name in enumerate(QKV):
             w, bias = qkv_w[j * D:(j + 1) * D].clone(), qkv_b[j * D:(j + 1) * D].clone()
             if name == "W_Q" and scale != 1.0:
                 w, bias = w * scale, bias * scale
             state[f"{b}attn.{name}.weight"], state[f"{b}attn.{name}.bias"] = w, bias
-        state[f"{b}attn.W_O.weight"] = take(f"{h}attn.c_proj.weight", (D, D)).T.contiguous()
-        state[f"{b}attn.W_O.bias"] = take(f"{h}attn.c_proj.bias", (D,))
-        state[f"{b}mlp.W_in.weight"] = take(f"{h}mlp.c_fc.weight", (D, F)).T.contiguous()
-        state[f"{b}mlp.W_in.bias"] = take(f"{h}mlp.c_fc.bias", (F,))
-        state[f"{b}mlp.W_out.weight"] = take(f"{h}mlp.c_proj.weight", (F, D)).T.contiguous()
-        state[f"{b}mlp.W_out.bias"] = take(f"{h}mlp.c_proj.bias", (D,))
-    state["ln_final.weight"] = take("ln_f.weight", (D,))
-    state["ln_final.bias"] = take("ln_f.bias", (D,))
     if cfg.tie_embeddings:
         # Tied, Hugging Face reads out through wte and ignores any saved lm_head.weight; so do we.
         state["unembed.weight"] = state["embed.weight"]
