@@ -9,8 +9,12 @@ Each covered tensor keeps exactly ``kept_count(...)`` entries (ties broken by th
 
 Every row keeps at least ``min_per_neuron`` entries, reserved before the global ranking: a row is one output
 neuron of a linear map (its incoming weights), one latent of a transcoder's encoder or decoder, one token of an
-embedding. The kept fraction anneals linearly from dense (1.0) to the target between the ``anneal_start`` and
-``anneal_end`` fractions of training, and the learning rate may be scaled by ``sqrt(target / current)``.
+embedding.
+
+The anneal has one schedule position shared by all groups (:func:`anneal_progress`): 0 until the ``anneal_start``
+fraction of training, then linear to 1 at ``anneal_end``. Each group anneals from dense to its own target at that
+position, ``1 - progress * (1 - target)``, so every group reaches its target whatever the others' are, and a group
+whose target is 1.0 stays dense. The learning rate may be scaled by ``sqrt(target / current)`` of the matrices.
 
 Training applies it (``glassformer.training.callbacks.WeightSparsityCallback``), which also zeroes the Adam state of
 pruned entries (:func:`zero_pruned_state_`) so momentum does not bring them back.
@@ -106,6 +110,35 @@ def lr_scale_at(step: int, max_steps: int, cfg: WeightSparsityConfig) -> float:
     return math.sqrt(cfg.fraction / fraction_at(step, max_steps, cfg))
 
 
+def anneal_progress(step: int, max_steps: int, cfg: WeightSparsityConfig) -> float:
+    """Schedule position at ``step``: 0 (dense) until ``anneal_start``, linear to 1 (every group at its target).
+
+    Every group's kept fraction is ``1 - progress * (1 - its target)`` (see :func:`project_`).
+
+    Example:
+        >>> cfg = WeightSparsityConfig(fraction=1.0, bias_fraction=0.5, anneal_start=0.1, anneal_end=0.5)
+        >>> [round(anneal_progress(s, 10, cfg), 3) for s in (0, 1, 3, 5, 9)]
+        [0.0, 0.0, 0.5, 1.0, 1.0]
+    """
+    # From the step, never read back off the matrices' fraction: near a matrix target of 1.0 that fraction rounds
+    # to 1.0 (a target of 1 - 1e-16 keeps it there all anneal) and would hold every other group dense too.
+    progress = step / max(max_steps, 1)
+    if progress <= cfg.anneal_start:
+        return 0.0
+    if progress >= cfg.anneal_end:
+        return 1.0
+    return (progress - cfg.anneal_start) / (cfg.anneal_end - cfg.anneal_start)
+
+
+def _progress_from_fraction(fraction: float, cfg: WeightSparsityConfig) -> float:
+    # A matrix target of 1.0 pins the matrix fraction at 1.0 for the whole anneal, so it cannot tell the position;
+    # the fraction then equals the target, which is what "at the end of the anneal" means for the other targets.
+    # Below 1.0 this is the pre-issue-19 arithmetic, so direct callers keep their exact counts.
+    if cfg.fraction >= 1:
+        return 1.0
+    return min(1.0, (1.0 - fraction) / (1.0 - cfg.fraction))
+
+
 def kept_count(rows: int, cols: int, fraction: float, min_per_row: int) -> int:
     """Entries a (rows, cols) tensor keeps: ``round(fraction * rows * cols)``, at least ``min_per_row`` per row.
 
@@ -147,12 +180,16 @@ def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter, str]]
 
 
 @torch.no_grad()
-def project_(model: nn.Module, fraction: float, cfg: WeightSparsityConfig | None = None) -> dict[str, Tensor]:
+def project_(model: nn.Module, fraction: float | None = None, cfg: WeightSparsityConfig | None = None, *,
+             progress: float | None = None) -> dict[str, Tensor]:
     """Prune every covered tensor of ``model`` in place; returns ``{parameter name: kept mask}``.
 
-    ``fraction`` is the current kept fraction of the weight matrices (from :func:`fraction_at`); embeddings and
-    biases sit at the same point of their own anneal towards their looser targets. ``cfg`` defaults to
-    ``model.cfg.weight_sparsity``. A group still at 1.0 is left alone and has no mask.
+    Give the anneal's position either as ``progress`` (from :func:`anneal_progress`; 0 dense, 1 at the targets)
+    or as ``fraction``, the current kept fraction of the weight matrices (from :func:`fraction_at`), which stands
+    for ``(1 - fraction) / (1 - cfg.fraction)``; with a matrix target of 1.0 any fraction means the end of the
+    anneal, so project mid-anneal with ``progress`` (the training callback always does). Each group is then
+    pruned to ``1 - progress * (1 - its target)``; a group at 1.0 is left alone and has no mask. ``cfg`` defaults
+    to ``model.cfg.weight_sparsity``.
 
     Example:
         >>> from glassformer.archs import build_model, presets
@@ -160,15 +197,23 @@ def project_(model: nn.Module, fraction: float, cfg: WeightSparsityConfig | None
         >>> masks = project_(model, 0.5, WeightSparsityConfig(fraction=0.5, embed_fraction=0.5, bias_fraction=0.5))
         >>> round(density(model, masks), 2)
         0.5
+        >>> masks = project_(model, cfg=WeightSparsityConfig(fraction=1.0, embed_fraction=1.0), progress=1.0)
+        >>> sorted({name.rsplit(".", 1)[-1] for name in masks})  # only the biases (target 0.5) are pruned
+        ['bias']
     """
     from glassformer import kernels
 
     cfg = cfg if cfg is not None else getattr(getattr(model, "cfg", None), "weight_sparsity", None)
     if cfg is None:
         raise ValueError("project_ needs cfg=WeightSparsityConfig(...) or a model whose cfg.weight_sparsity is set")
-    check_fraction(fraction, "fraction")
-    # How far along the anneal the matrices are (0 = dense, 1 = at target); the other groups follow in step.
-    progress = 0.0 if cfg.fraction >= 1 else min(1.0, (1.0 - fraction) / (1.0 - cfg.fraction))
+    if (fraction is None) == (progress is None):
+        raise ValueError(f"project_ needs exactly one of fraction (the matrices' kept fraction) or progress "
+                         f"(the anneal position in [0, 1]); got fraction={fraction!r}, progress={progress!r}")
+    if progress is None:
+        check_fraction(fraction, "fraction")
+        progress = _progress_from_fraction(fraction, cfg)
+    check(isinstance(progress, (int, float)) and not isinstance(progress, bool) and 0 <= progress <= 1,
+          "progress", progress, "an anneal position in [0, 1]")
     impl = getattr(getattr(model, "cfg", None), "kernels", "auto")
     masks: dict[str, Tensor] = {}
     for name, p, group in prunable_parameters(model):

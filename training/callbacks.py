@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from glassformer.archs.weight_sparsity import (
     WeightSparsityConfig,
+    anneal_progress,
     density,
-    fraction_at,
     lr_scale_at,
     project_,
     zero_pruned_state_,
@@ -63,7 +63,9 @@ class WeightSparsityCallback(Callback):
         model = self._model(pl_module)
         cfg = self._config(model)
         max_steps = self._max_steps(trainer, pl_module)
-        masks = project_(model, fraction_at(step, max_steps, cfg), cfg)
+        # By schedule position, not matrix fraction: with a matrix target of 1.0 the biases and embeddings still
+        # anneal to theirs.
+        masks = project_(model, cfg=cfg, progress=anneal_progress(step, max_steps, cfg))
         for optimizer in trainer.optimizers:
             zero_pruned_state_(optimizer, model, masks)
         pl_module.lr_scale = lr_scale_at(step, max_steps, cfg)
