@@ -20,6 +20,7 @@ from glassformer.training.cli.analyze import analyze
 from glassformer.training.cli.argv import plugin_modules, prepare_argv
 from glassformer.training.cli.compare import compare
 from glassformer.training.cli.evaluate import evaluate
+from glassformer.training.cli.export import export
 from glassformer.training.cli.finetune import finetune
 from glassformer.training.cli.generate import generate
 from glassformer.training.cli.logs import configure_logging
@@ -28,7 +29,7 @@ from glassformer.training.cli.sweep import sweep
 from glassformer.training.cli.train import train
 
 COMMANDS = {"train": train, "eval": evaluate, "generate": generate, "analyze": analyze, "finetune": finetune,
-            "compare": compare, "sweep": sweep}
+            "compare": compare, "sweep": sweep, "export": export}
 
 # ValueError covers ConfigError, ModelDirError and CheckpointError; OSError a path that cannot be read or written;
 # ImportError a --plugins module that cannot be imported.
