@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import glassformer.training.tokenizer as tokenizer_mod
 from glassformer.training.corpus import stdlib_files
 from glassformer.training.tokenizer import (
     EOT,
@@ -212,7 +213,8 @@ def test_training_on_pieces_gives_the_tokenizer_of_whole_documents():
         train_tokenizer(texts, 400, max_piece_chars=-1)
 
 
-def test_long_documents_are_written_in_pieces_with_one_eot_and_their_whole_ids(tok, tmp_path):
+def test_long_documents_are_written_in_pieces_with_one_eot_and_their_whole_ids(tok, tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenizer_mod, "_ENCODE_CHARS", 700)  # a batch of pieces is encoded in several calls
     long_doc = "".join(_stdlib_texts(60_000))
     docs = [Doc(text="import os\n", is_val=False), Doc(text=long_doc, is_val=False), Doc(text=long_doc, is_val=True),
             Doc(text="x = 1\n", is_val=False)]
