@@ -42,6 +42,7 @@ log = logging.getLogger("glassformer")
 # Goes into every cache key: bump it when the split rule, the token layout or the tokenizer recipe changes.
 FORMAT = "glassformer-corpus-1"
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+_UTF8_CHARS = 2**20  # characters encoded at a time: a long document is never copied whole to measure or hash it
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,22 @@ def is_validation_key(key: str, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
+def _utf8_chunks(text: str) -> Iterator[bytes]:
+    """``text`` encoded as UTF-8 a slice at a time; the slices join to ``text.encode("utf-8")``."""
+    for start in range(0, len(text), _UTF8_CHARS):
+        yield text[start : start + _UTF8_CHARS].encode("utf-8")
+
+
+def utf8_size(text: str) -> int:
+    """``len(text.encode("utf-8"))`` without making that copy (which for a 200 MB document is 200 MB more).
+
+    Example:
+        >>> utf8_size("abc"), utf8_size("é☃")
+        (3, 5)
+    """
+    return len(text) if text.isascii() else sum(len(chunk) for chunk in _utf8_chunks(text))
+
+
 def iter_documents(cfg: DataConfig) -> Iterator[Document]:
     """The corpus's documents in their fixed order, cut at ``cfg.max_bytes``, each marked train or validation.
 
@@ -250,7 +267,7 @@ def iter_documents(cfg: DataConfig) -> Iterator[Document]:
     used, count, seen = 0, 0, set()
     pending: Document | None = None
     for key, text in _records(cfg):
-        size = len(text.encode("utf-8"))
+        size = utf8_size(text)
         if cfg.max_bytes is not None and used + size > cfg.max_bytes:
             if count == 0:
                 raise ConfigError(f"data.max_bytes={cfg.max_bytes} is smaller than the first document ({key}, "
@@ -278,16 +295,17 @@ def _scan(cfg: DataConfig) -> dict[str, Any]:
     split = hashlib.sha256()
     stats = dict(n_docs=0, n_train_docs=0, n_val_docs=0, n_bytes=0, n_train_bytes=0)
     for doc in iter_documents(cfg):
-        key, text = doc.key.encode("utf-8"), doc.text.encode("utf-8")
+        key, size = doc.key.encode("utf-8"), utf8_size(doc.text)
         # Lengths first, so that no two different (key, text) sequences hash the same bytes.
-        fingerprint.update(f"{len(key)}:{len(text)}:".encode())
+        fingerprint.update(f"{len(key)}:{size}:".encode())
         fingerprint.update(key)
-        fingerprint.update(text)
+        for chunk in _utf8_chunks(doc.text):  # hashing the pieces in order hashes the whole text
+            fingerprint.update(chunk)
         split.update(b"v" if doc.is_val else b"t")
         stats["n_docs"] += 1
         stats["n_val_docs" if doc.is_val else "n_train_docs"] += 1
-        stats["n_bytes"] += len(text)
-        stats["n_train_bytes"] += 0 if doc.is_val else len(text)
+        stats["n_bytes"] += size
+        stats["n_train_bytes"] += 0 if doc.is_val else size
     if stats["n_train_docs"] == 0:
         raise ConfigError(f"data.source={cfg.source!r} gave no training documents ({stats['n_docs']} in all): "
                           "expected at least one non-empty document")
@@ -373,4 +391,4 @@ def unigram_entropy(tokens: np.ndarray, vocab_size: int) -> float:
 
 
 __all__ = ["Document", "PreparedData", "corpus_fingerprint", "is_validation_key", "iter_documents", "matched_files",
-           "prepare_data", "stdlib_files", "stdlib_root", "unigram_entropy"]
+           "prepare_data", "stdlib_files", "stdlib_root", "unigram_entropy", "utf8_size"]

@@ -1,10 +1,13 @@
-"""The corpus: sources, the hash split, the fingerprint, max_bytes, cached token arrays, unigram entropy."""
+"""The corpus: sources, the hash split, the fingerprint, max_bytes, cached token arrays, unigram entropy, what the
+tokenizer is trained on, and long documents."""
 
 import collections
+import hashlib
 import json
 import math
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +27,9 @@ from glassformer.training.corpus import (
     stdlib_files,
     stdlib_root,
     unigram_entropy,
+    utf8_size,
 )
-from glassformer.training.tokenizer import EOT
+from glassformer.training.tokenizer import EOT, tokenizer_hash
 
 STDLIB_BYTES = 300_000
 
@@ -322,3 +326,85 @@ def test_unigram_entropy_refuses_ids_beyond_the_vocabulary_and_empty_input():
         unigram_entropy(np.array([0, 7], dtype=np.uint16), 4)
     with pytest.raises(ValueError, match="empty"):
         unigram_entropy(np.array([], dtype=np.uint16), 4)
+
+
+# ---------------------------------------------------------------- what the tokenizer is trained on
+
+
+def test_the_tokenizer_is_trained_on_training_documents_only(tmp_path, monkeypatch):
+    write_files(tmp_path / "src", 12)
+    cfg = files_cfg(tmp_path, "src/*.py", val_fraction=0.3)
+    docs = list(iter_documents(cfg))
+    val = [Path(d.key) for d in docs if d.is_val]
+    assert val and len(val) < len(docs)
+    # A word no training document holds, often enough in the validation documents to be merged if they leaked.
+    planted = "qxqzjqxqzj"
+    for path in val:
+        path.write_text(f"{planted} = {planted}({planted})\n" * 100)
+    seen: list[str] = []
+    real = tokenizer_mod.train_tokenizer
+
+    def recording(texts, *args, **kwargs):
+        texts = list(texts)
+        seen.extend(texts)
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_mod, "train_tokenizer", recording)
+    data = prepare_data(cfg, 400)
+    docs = list(iter_documents(cfg))
+    assert seen == [d.text for d in docs if not d.is_val]
+    # Byte-level tokens spell ASCII letters as themselves.
+    assert [t for t in data.tokenizer.get_vocab() if "qx" in t or "zj" in t] == []
+    assert planted in decoded_split(data, data.val_tokens)
+
+
+# ---------------------------------------------------------------- long documents
+
+
+def test_fingerprint_is_the_documented_hash_for_long_non_ascii_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "_UTF8_CHARS", 7)  # hashed in many slices, some cutting between multi-byte chars
+    (tmp_path / "src").mkdir()
+    texts = {"a.py": "π = 3.14159  # ½ τ\n" * 40, "b.py": "x = 1\n", "c.py": ""}
+    for name, text in texts.items():
+        (tmp_path / "src" / name).write_text(text, encoding="utf-8")
+    cfg = files_cfg(tmp_path, "src/*.py")
+    want = hashlib.sha256(b"source=files\n")
+    for name, text in texts.items():
+        key, data = (tmp_path / "src" / name).as_posix().encode(), text.encode("utf-8")
+        want.update(f"{len(key)}:{len(data)}:".encode() + key + data)
+    assert corpus_fingerprint(cfg) == want.hexdigest()
+    # max_bytes counts UTF-8 bytes: b.py's 6 bytes no longer fit (they would if a.py's characters were counted).
+    docs = list(iter_documents(replace(cfg, max_bytes=len(texts["a.py"].encode()) + 5)))
+    assert [Path(d.key).name for d in docs] == ["a.py"]
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.text(), st.integers(1, 9))
+def test_utf8_size_is_the_encoded_length(text, chunk):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(corpus, "_UTF8_CHARS", chunk)
+        assert utf8_size(text) == len(text.encode("utf-8"))
+
+
+def test_long_documents_in_pieces_give_the_tokenizer_and_token_arrays_of_whole_ones(tmp_path, monkeypatch):
+    (tmp_path / "src").mkdir()
+    for i, (_, path) in enumerate(stdlib_files()[:8]):
+        (tmp_path / "src" / f"m{i}.py").write_bytes(path.read_bytes())
+    (tmp_path / "src" / "long.py").write_text("".join(_read(p) for _, p in stdlib_files()[8:40]))
+    whole = prepare_data(files_cfg(tmp_path, "src/*.py", val_fraction=0.3, cache_dir=str(tmp_path / "c1")), 400)
+    monkeypatch.setattr(tokenizer_mod, "PIECE_CHARS", 300)
+    pieces = prepare_data(files_cfg(tmp_path, "src/*.py", val_fraction=0.3, cache_dir=str(tmp_path / "c2")), 400)
+    assert tokenizer_hash(pieces.tokenizer) == tokenizer_hash(whole.tokenizer)
+    assert np.array_equal(pieces.train_tokens, whole.train_tokens)
+    assert np.array_equal(pieces.val_tokens, whole.val_tokens)
+    # And both are the documents encoded whole, each after one EOT.
+    docs = list(iter_documents(files_cfg(tmp_path, "src/*.py", val_fraction=0.3)))
+    assert any(len(d.text) > 300 for d in docs if not d.is_val) and any(d.is_val for d in docs)
+    for split, tokens in (("train", pieces.train_tokens), ("val", pieces.val_tokens)):
+        want = [i for d in docs if d.is_val == (split == "val") for i in [0, *whole.tokenizer.encode(d.text).ids]]
+        assert tokens.tolist() == want, split
+    assert sorted(p.name for p in (tmp_path / "c1").iterdir()) == sorted(p.name for p in (tmp_path / "c2").iterdir())
+
+
+def _read(path: Path) -> str:
+    return path.read_bytes().decode("utf-8", errors="replace")

@@ -1,4 +1,5 @@
-"""The byte-level BPE tokenizer: exact round trips, the vocabulary size, the EOT token, caching and loading."""
+"""The byte-level BPE tokenizer: exact round trips, the vocabulary size, the EOT token, caching and loading, and
+long documents in pieces with the ids and the tokenizer of the whole."""
 
 import os
 from pathlib import Path
@@ -9,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import glassformer.training.tokenizer as tokenizer_mod
 from glassformer.training.corpus import stdlib_files
 from glassformer.training.tokenizer import (
     EOT,
     cached_tokenizer,
     load_tokenizer,
     open_token_array,
+    split_document,
     tokenizer_hash,
     train_tokenizer,
     write_token_arrays,
@@ -143,3 +146,80 @@ def test_load_tokenizer_names_an_unreadable_file(tmp_path):
     bad.write_text('{"version": "1.0", "model": ')  # truncated mid-write by some other tool
     with pytest.raises(ValueError, match=r"tokenizer.json is not a readable tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+# ---------------------------------------------------------------- long documents in pieces
+
+# Characters around the pre-tokenizer's decisions: each kind of whitespace (\x1c-\x1f are whitespace to Python but
+# not to the pre-tokenizer's regex), contractions, letters, digits, punctuation, a non-ASCII letter.
+_TRICKY = list(" \n\t\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000'sdtlmrve!(1_.\u00e9")
+# Code-like text: words and runs of whitespace, so that long stretches without a cut come up too.
+_RUNS = ["\n", " ", "  ", "\n\n", "\n    ", "\t", "\r\n", "\x1c", "\u3000", "ab", "x", "'s", "12", "((", ").", "\u00e9"]
+_TEXTS = st.one_of(st.text(st.one_of(st.sampled_from(_TRICKY), st.characters()), max_size=200),
+                   st.lists(st.sampled_from(_RUNS), max_size=80).map("".join))
+
+
+def _ids(tok, pieces) -> list[int]:
+    return [i for piece in pieces for i in tok.encode(piece).ids]
+
+
+def _cut_allowed(before: str, after: str) -> bool:
+    """The rule, restated for the test: a piece starts with a newline or space that follows a non-whitespace."""
+    return after[:1] in ("\n", " ") and before != "" and not before[-1].isspace()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_TEXTS, st.integers(1, 40))
+def test_pieces_of_any_text_give_the_ids_of_the_whole_text(tok, text, max_chars):
+    pieces = list(split_document(text, max_chars))
+    assert "".join(pieces) == text
+    assert _ids(tok, pieces) == tok.encode(text).ids
+    for i, piece in enumerate(pieces):
+        if i:
+            assert _cut_allowed(pieces[i - 1], piece)
+        # Longer than max_chars only when there was nowhere to cut within reach.
+        if len(piece) > max_chars:
+            assert not any(_cut_allowed(piece[:j], piece[j:]) for j in range(1, max_chars + 1))
+
+
+def test_pieces_of_real_python_source_give_its_ids_and_respect_the_size(tok):
+    text = "".join(_stdlib_texts(300_000))
+    whole = tok.encode(text).ids
+    for max_chars in (200, 1000, 4096):
+        pieces = list(split_document(text, max_chars))
+        assert len(pieces) > len(text) // max_chars
+        assert max(len(p) for p in pieces) <= max_chars
+        assert "".join(pieces) == text
+        assert _ids(tok, pieces) == whole, max_chars
+
+
+def test_short_text_is_one_piece_and_a_text_with_nowhere_to_cut_stays_whole():
+    text = "x = 1\n"
+    assert list(split_document(text, len(text))) == [text]
+    assert list(split_document("")) == [""]
+    for nowhere in ("ab(" * 20, "\n \t" * 20):
+        assert list(split_document(nowhere, 10)) == [nowhere]
+    # Beyond reach, the first cut after it.
+    assert list(split_document("a" * 50 + "\n\nb c", 10)) == ["a" * 50, "\n\nb c"]
+    with pytest.raises(ValueError, match="max_chars=0"):
+        list(split_document("abc", 0))
+
+
+def test_training_on_pieces_gives_the_tokenizer_of_whole_documents():
+    texts = ["".join(_stdlib_texts(100_000))] + _stdlib_texts(20_000)
+    whole = train_tokenizer(texts, 400, max_piece_chars=10**9)
+    assert tokenizer_hash(train_tokenizer(texts, 400, max_piece_chars=300)) == tokenizer_hash(whole)
+    with pytest.raises(ValueError, match="max_piece_chars=-1"):
+        train_tokenizer(texts, 400, max_piece_chars=-1)
+
+
+def test_long_documents_are_written_in_pieces_with_one_eot_and_their_whole_ids(tok, tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenizer_mod, "_ENCODE_CHARS", 700)  # a batch of pieces is encoded in several calls
+    long_doc = "".join(_stdlib_texts(60_000))
+    docs = [Doc(text="import os\n", is_val=False), Doc(text=long_doc, is_val=False), Doc(text=long_doc, is_val=True),
+            Doc(text="x = 1\n", is_val=False)]
+    paths = {"train": tmp_path / "train.bin", "val": tmp_path / "val.bin"}
+    write_token_arrays(docs, tok, paths, np.dtype(np.uint16), max_piece_chars=500)
+    for split, want in (("train", [docs[0], docs[1], docs[3]]), ("val", [docs[2]])):
+        expected = [i for d in want for i in [0, *tok.encode(d.text).ids]]
+        assert open_token_array(paths[split], np.dtype(np.uint16)).tolist() == expected
