@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
         --dry-run) MODE=dry-run ;;
         --prepare) PREPARE="${2:?--prepare needs a folder}"; shift ;;
         --data) DATA="${2:?--data needs a folder}"; shift ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | cut -c3-; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | cut -c3-; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1': expected --dry-run, --prepare DIR, --data DIR or --help" >&2
            exit 2 ;;
     esac
@@ -50,6 +50,7 @@ fi
 OUT="${OUT:-$ROOT/runs/gpu_check}"
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+TEE_PID=$!
 echo "gpu_check ($MODE) started $(date -u '+%Y-%m-%d %H:%M:%S UTC') in $ROOT; results in $OUT"
 git -C "$ROOT" describe --always --dirty --abbrev=7 > "$WORK/commit.txt" 2>/dev/null || rm -f "$WORK/commit.txt"
 
@@ -120,4 +121,7 @@ fi
 step summary 30 "$PY" benchmarks/gpu_check_summary.py --work "$WORK" --out "$OUT" --mode "$MODE" --command "$COMMAND"
 failed=$(awk -F'\t' '$2 != 0 {printf "%s(%s) ", $1, $2}' "$WORK/steps.tsv")
 echo "gpu_check ($MODE) finished after ${SECONDS}s; ${failed:+failed steps: $failed; }summary: $OUT/summary.md"
+# Close the log's pipe and let tee write its last lines before the command returns (the device collects $OUT then).
+exec >&- 2>&-
+wait "$TEE_PID" 2>/dev/null
 [ -z "$failed" ]
