@@ -6,6 +6,11 @@ tokens: the one the clean prompt calls for (``correct``) and the one the corrupt
 to the same length with their differing tokens in one contiguous span (corrupted-prompt patching lines the two
 runs up position by position).
 
+Each prompt alone decides its answer (mean ablation never reads the corrupted prompt): after the clean prompt
+only ``correct`` is right, after the corrupted one only ``alternative``. Tasks that set
+:attr:`Task.well_formed_check` also come in both directions, half the pairs each way (:func:`mirror`), so the
+"empty circuit" (a model whose last-position logits do not depend on the prompt) has mean logit difference 0.
+
 Metrics on the logits at each prompt's last position (``ld`` = logit(correct) - logit(alternative)):
 task loss = binary cross-entropy over the two answers = ``softplus(-ld)``; accuracy = fraction with ``ld > 0``.
 """
@@ -144,6 +149,31 @@ def single_token(tokenizer: Any, text: str) -> int | None:
     return ids[0] if len(ids) == 1 else None
 
 
+def mirror(pair: Pair) -> Pair:
+    """The same pair in the other direction: the corrupted prompt becomes the clean one and the answers swap.
+
+    Example:
+        >>> p = Pair("a(", "a[", ")", "]", (1, 2), (1, 3), 4, 5)
+        >>> mirror(p).clean, mirror(p).correct, mirror(p).clean_ids, mirror(mirror(p)) == p
+        ('a[', ']', (1, 3), True)
+    """
+    return Pair(pair.corrupt, pair.clean, pair.alternative, pair.correct, pair.corrupt_ids, pair.clean_ids,
+                pair.alternative_id, pair.correct_id)
+
+
+def both_directions(pair: Pair, rng: random.Random) -> list[Pair]:
+    """``pair`` and its :func:`mirror`, in an order drawn by ``rng``: consecutive, so that any prefix of a list of
+    such couples (a held-out split, a chunk) stays balanced to within one pair.
+
+    Example:
+        >>> p = Pair("a(", "a[", ")", "]", (1, 2), (1, 3), 4, 5)
+        >>> sorted(q.correct for q in both_directions(p, random.Random(0)))
+        [')', ']']
+    """
+    couple = [pair, mirror(pair)]
+    return couple[::-1] if rng.random() < 0.5 else couple
+
+
 def one_place(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]) -> bool:
     """True when ``a`` and ``b`` have the same length and differ in one non-empty contiguous span.
 
@@ -162,6 +192,13 @@ class Task:
 
     name: str = ""
     description: str = ""
+    well_formed_check: bool = False
+    """Opt in to the suite-wide pair checks (``tests/analysis/test_task_well_formed.py``, run over every task
+    in the registry that sets this): the pairs are balanced (every answer is ``correct`` as often as it is
+    ``alternative``, within one pair for odd counts, and so at every prompt length), clean and corrupted prompts
+    have the same length in tokens and differ in one contiguous span, and a model whose last-position logits
+    ignore the prompt (the empty circuit under mean ablation) has mean logit difference 0. Every built-in task
+    sets it; :class:`TemplateTask` (which emits every pair in both directions) sets it for its subclasses."""
 
     def check(self, tokenizer: Any, d_vocab: int | None = None) -> None:
         """Raise :class:`AnswerTokenError` or :class:`TaskError` if the task cannot run with ``tokenizer``."""
@@ -212,12 +249,14 @@ class TemplateTask(Task):
     Subclasses set ``answers`` (fixed answer tokens) or ``answer_pool`` (answers drawn from a list: at least two
     must be single tokens) and implement :meth:`make`. A drawn candidate is kept only if both answers are single
     tokens, the prompts tokenise to equal lengths differing in one contiguous span, and each answer tokenises as
-    its own token after its prompt (so the model sees the answer as it would in the corpus).
+    its own token after its prompt (so the model sees the answer as it would in the corpus). Every kept candidate
+    is emitted in both directions (:func:`both_directions`), so :meth:`make` may return either one.
     """
 
     answers: tuple[str, ...] = ()
     answer_pool: tuple[str, ...] = ()
     max_attempts_per_pair = 40
+    well_formed_check = True
 
     def make(self, rng: random.Random, pool: list[str]) -> tuple[str, str, str, str]:
         """One candidate ``(clean, corrupt, correct, alternative)``; ``pool`` is the single-token answer pool."""
@@ -248,7 +287,7 @@ class TemplateTask(Task):
         out: list[Pair] = []
         rejected: dict[str, int] = {}
         for _ in range(n * self.max_attempts_per_pair):
-            if len(out) == n:
+            if len(out) >= n:
                 break
             clean, corrupt, correct, alt = self.make(rng, pool)
             reason = None
@@ -266,9 +305,11 @@ class TemplateTask(Task):
             if reason is not None:
                 rejected[reason] = rejected.get(reason, 0) + 1
                 continue
-            out.append(Pair(clean, corrupt, correct, alt, tuple(c_ids), tuple(k_ids), c_id, a_id))
+            # Every check above holds in both directions (equal lengths, both answers checked after their prompt).
+            pair = Pair(clean, corrupt, correct, alt, tuple(c_ids), tuple(k_ids), c_id, a_id)
+            out.extend(both_directions(pair, rng))
         if len(out) < n:
             why = max(rejected, key=rejected.get) if rejected else "no candidates"
             raise TaskError(f"task {self.name!r}: only {len(out)} of {n} pairs could be made with this tokenizer "
                             f"(most candidates rejected because: {why})")
-        return out
+        return out[:n]

@@ -3,7 +3,10 @@
 The corrupted prompt replaces ``r_{j+1}`` in the first half by a token ``s`` that appears nowhere else, so an
 induction circuit (a previous-token head feeding the key of an induction head that copies) predicts ``s``
 instead. Tokens are drawn from the tokenizer's ordinary (non-special) ids, without repetition, so the copy
-target is unambiguous.
+target is unambiguous: after the clean prompt only ``r_{j+1}`` continues the repeat (``s`` occurs nowhere in it),
+after the corrupted prompt only ``s`` (``r_{j+1}`` occurs nowhere in it). Every drawn pair also comes mirrored
+(the corrupted prompt as the clean one, answers swapped), so every token is a correct answer exactly as often as
+it is an alternative and a prompt-blind model scores a mean logit difference of 0.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from glassformer.analysis.tasks.base import Pair, Task, TaskError, start_id
+from glassformer.analysis.tasks.base import Pair, Task, TaskError, both_directions, start_id
 
 
 class Induction(Task):
@@ -24,6 +27,7 @@ class Induction(Task):
 
     name = "induction"
     description = "continue a repeated sequence of random tokens (copy the token after the earlier occurrence)"
+    well_formed_check = True
 
     def __init__(self, n_random: int = 10, n_repeat: int = 6, start: bool = True):
         if not 1 <= n_repeat < n_random:
@@ -54,15 +58,16 @@ class Induction(Task):
                             f"exceed the model's context ({max_len})")
         ids = self.ordinary_ids(tokenizer, d_vocab)
         rng = random.Random(f"{self.name}/{seed}")
-        out = []
-        for _ in range(n):
+        out: list[Pair] = []
+        while len(out) < n:
             drawn = rng.sample(ids, self.n_random + 1)
             seq, other = drawn[:-1], drawn[-1]
             j = self.n_repeat
             clean = prefix + seq + seq[:j]
             corrupt_seq = seq[:j] + [other] + seq[j + 1:]
             corrupt = prefix + corrupt_seq + seq[:j]
-            out.append(Pair(tokenizer.decode(clean[len(prefix):]), tokenizer.decode(corrupt[len(prefix):]),
-                            tokenizer.id_to_token(seq[j]), tokenizer.id_to_token(other), tuple(clean),
-                            tuple(corrupt), seq[j], other))
-        return out
+            pair = Pair(tokenizer.decode(clean[len(prefix):]), tokenizer.decode(corrupt[len(prefix):]),
+                        tokenizer.id_to_token(seq[j]), tokenizer.id_to_token(other), tuple(clean), tuple(corrupt),
+                        seq[j], other)
+            out.extend(both_directions(pair, rng))
+        return out[:n]

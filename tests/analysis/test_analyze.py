@@ -113,10 +113,10 @@ def test_tasks_whose_answers_are_not_single_tokens_are_skipped_with_the_reason(t
     out = analyze(tmp_path, n_pairs=3, controls=False, progress=False, ablation="zero",
                   selections=("topn",))
     skipped = {n: t["reason"] for n, t in out["tasks"].items() if t["status"] == "skipped"}
-    assert "elif_else" in skipped and "' else'" in skipped["elif_else"]
+    assert "else_vs_except" in skipped and "' else'" in skipped["else_vs_except"]
     assert out["tasks"]["induction"]["status"] == "ok"
     assert set(out["tasks"]) == set(TASKS.names())
-    assert "skipped elif_else" in format_table(out)
+    assert "skipped else_vs_except" in format_table(out)
 
 
 def test_bad_input_is_refused_before_anything_is_written(model_dir, tmp_path):
@@ -144,8 +144,8 @@ def test_bad_input_is_refused_before_anything_is_written(model_dir, tmp_path):
 
 def test_a_named_task_with_multi_token_answers_is_an_error(tmp_path, byte_bpe):
     save_model_dir(tmp_path, make_model(d_vocab=300, n_ctx=64), tokenizer_json=byte_bpe.to_str())
-    with pytest.raises(AnswerTokenError, match="task 'elif_else': answer ' else' is not a single token"):
-        analyze(tmp_path, tasks=["induction", "elif_else"], ablation="zero", progress=False)
+    with pytest.raises(AnswerTokenError, match="task 'else_vs_except': answer ' else' is not a single token"):
+        analyze(tmp_path, tasks=["induction", "else_vs_except"], ablation="zero", progress=False)
     assert not (tmp_path / "analysis.json").exists()
 
 

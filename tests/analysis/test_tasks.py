@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import torch
@@ -13,11 +14,13 @@ from glassformer.analysis.tasks import (
     TASKS,
     AnswerTokenError,
     Induction,
+    Pair,
     TaskBatch,
     TaskError,
     one_place,
     task_metrics,
 )
+from glassformer.analysis.tasks.base import both_directions, mirror
 
 N = 12
 
@@ -75,8 +78,8 @@ def test_every_pair_differs_in_one_place_with_single_token_answers(name, stdlib_
 
 
 def test_a_task_whose_answer_is_not_one_token_names_task_and_token(byte_bpe):
-    with pytest.raises(AnswerTokenError, match=r"task 'elif_else': answer ' else' is not a single token"):
-        TASKS["elif_else"].generate(byte_bpe, 4)
+    with pytest.raises(AnswerTokenError, match=r"task 'else_vs_except': answer ' else' is not a single token"):
+        TASKS["else_vs_except"].generate(byte_bpe, 4)
     with pytest.raises(AnswerTokenError, match=r"task 'self_attribute': answer '\w+' is not a single token"):
         TASKS["self_attribute"].generate(byte_bpe, 4)
 
@@ -143,3 +146,21 @@ def test_one_place_means_one_contiguous_differing_span(a, data):
         b[start + 1] = a[start + 1]  # a gap splits the span in two
         assert not one_place(a, b)
     assert not one_place(a, a) and not one_place(a, a + [0])
+
+
+def test_mirror_swaps_the_prompts_and_the_answers_and_undoes_itself():
+    pair = Pair("f(x", "f[x", ")", "]", (0, 1, 2), (0, 3, 2), 4, 5)
+    m = mirror(pair)
+    assert (m.clean, m.corrupt, m.correct, m.alternative) == ("f[x", "f(x", "]", ")")
+    assert (m.clean_ids, m.corrupt_ids, m.correct_id, m.alternative_id) == ((0, 3, 2), (0, 1, 2), 5, 4)
+    assert mirror(m) == pair
+
+
+def test_both_directions_gives_the_pair_and_its_mirror_in_an_order_drawn_from_the_seed():
+    pair = Pair("f(x", "f[x", ")", "]", (0, 1, 2), (0, 3, 2), 4, 5)
+    couples = [both_directions(pair, random.Random(seed)) for seed in range(40)]
+    for couple in couples:
+        assert sorted(couple, key=lambda p: p.correct) == [pair, mirror(pair)]
+    first = [couple[0] == pair for couple in couples]
+    assert first == [both_directions(pair, random.Random(seed))[0] == pair for seed in range(40)]
+    assert 0 < sum(first) < 40  # both orders occur

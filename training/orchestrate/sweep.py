@@ -104,7 +104,7 @@ PRESETS: dict[str, SweepPreset] = {
         trainer={"max_steps": 600, "batch_size": 16, "val_every": 300, "val_batches": 8, "log_every": 10,
                  "checkpoint_every": 150},
         analysis=AnalysisConfig(n_pairs=48, corpus_windows=32,
-                                tasks=["quote_close", "bracket_type", "bracket_depth", "elif_else",
+                                tasks=["quote_close", "bracket_type", "bracket_depth", "else_vs_except",
                                        "indent_after_colon", "return_vs_yield", "self_attribute", "induction"]),
         baseline_widths=("weight_sparse",),
     ),
