@@ -112,7 +112,7 @@ def test_the_demo_configurations_keep_the_counts_they_kept_before_issue_19(prese
     # weight-sparse models (fraction 0.25, embeddings and biases 0.5) must keep the same count of every tensor
     # at every step. (In general the two may differ by one entry where a count sits on an exact .5 tie.)
     from glassformer import kernels
-    from glassformer.training.sweep import plan
+    from glassformer.training.orchestrate.sweep import plan
 
     asked: list[int] = []
 
