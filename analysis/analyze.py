@@ -119,7 +119,7 @@ def analyze(model_dir: str | Path, config: AnalysisConfig | None = None, *,
     graph = level.graph.from_config(cfg)
     subjects = {"model": model}
     if config.controls:
-        subjects["random_init"] = random_init_control(cfg, config.seed, device)
+        subjects["random_init"] = random_init_control(model, config.seed, device)
     means = {who: level.means(m, graph, corpus_tokens, config.ablation) for who, m in subjects.items()}
     run: dict[str, Any] = {
         "config": config.record(),
@@ -188,19 +188,62 @@ def _settings(config: AnalysisConfig, level: Level, corpus: torch.Tensor | None,
             "val_windows": int(val.shape[0]) if val is not None else 0, **level.settings(config)}
 
 
-def random_init_control(cfg: Any, seed: int, device: str = "cpu") -> Any:
-    """The random-init control: a freshly initialised model of ``cfg``, seeded from the analysis seed.
+def random_init_control(model: Any, seed: int, device: str = "cpu") -> Any:
+    """The random-init control of the trained ``model``: a freshly initialised model of its config (same MLP kind,
+    same activation sparsity: ``build_model`` builds both from the config), seeded from the analysis seed, and, when
+    the model was trained under weight sparsity, magnitude-pruned to the model's kept counts (:func:`kept_counts`).
+
+    Training prunes (the weight-sparsity callback), ``build_model`` does not: without this the control of a
+    weight-sparse model would be as dense as a dense model's and would not carry the constraint being measured.
 
     Example:
-        >>> from glassformer.archs import presets
-        >>> random_init_control(presets.get("debug"), 0).training
+        >>> from glassformer.archs import build_model, presets
+        >>> random_init_control(build_model(presets.get("debug")), 0).training
         False
     """
+    from glassformer.archs import ModelConfig
+
+    if isinstance(model, ModelConfig):
+        raise TypeError("random_init_control(model, seed) takes the trained model (its kept counts prune the "
+                        "control), not a ModelConfig")
     # A forked RNG: seeding here must not change the caller's random stream. The offset keeps the control from
     # repeating a model that was itself initialised with the analysis seed (seed 0 is everyone's default).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED_OFFSET + seed)
-        return build_model(cfg).to(device).eval()
+        control = build_model(model.cfg)
+    if model.cfg.weight_sparsity is not None:
+        _prune_to_counts_(control, kept_counts(model), model.cfg.weight_sparsity.min_per_neuron)
+    return control.to(device).eval()
+
+
+def kept_counts(model: Any) -> dict[str, int]:
+    """Non-zero entries of every tensor the weight-sparsity projection covers, by parameter name.
+
+    Example:
+        >>> from glassformer.archs import build_model, presets
+        >>> counts = kept_counts(build_model(presets.get("debug")))
+        >>> counts["blocks.0.attn.W_Q.weight"] == build_model(presets.get("debug")).blocks[0].attn.W_Q.weight.numel()
+        True
+    """
+    from glassformer.archs.weight_sparsity import prunable_parameters
+
+    return {name: int(p.count_nonzero()) for name, p, _ in prunable_parameters(model)}
+
+
+@torch.no_grad()
+def _prune_to_counts_(control: Any, counts: dict[str, int], min_per_neuron: int) -> None:
+    from glassformer import kernels
+    from glassformer.archs.weight_sparsity import prunable_parameters
+
+    for name, p, _ in prunable_parameters(control):
+        keep = counts[name]
+        if keep >= p.numel():
+            continue
+        W = p.data if p.dim() == 2 else p.data.view(1, -1)  # (rows, cols); a bias is one row, as project_ does
+        # The projection's per-row minimum, lowered only where the model itself holds fewer (weights that are
+        # exactly zero though kept), so the count is always met exactly.
+        min_per_row = min(min_per_neuron, W.shape[1], keep // W.shape[0]) if p.dim() == 2 else 0
+        kernels.magnitude_prune_(W, keep, min_per_row=min_per_row, impl="reference")
 
 
 def _capability(subjects: dict[str, Any], val: torch.Tensor | None) -> dict[str, Any]:
@@ -278,4 +321,4 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["analyze", "format_table", "task_batches", "random_init_control", "LEVELS", "AnalysisConfig"]
+__all__ = ["analyze", "format_table", "task_batches", "random_init_control", "kept_counts", "LEVELS", "AnalysisConfig"]
