@@ -23,6 +23,7 @@ from typing import Any
 
 from glassformer.analysis.common import check_choice
 from glassformer.analysis.component.ablation import ABLATIONS
+from glassformer.analysis.component.acdc import DEFAULT_ACDC_THRESHOLD, check_threshold
 from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS, METHODS
 from glassformer.analysis.component.circuits import SELECTIONS
 from glassformer.analysis.node.circuits import NODE_METHODS
@@ -74,6 +75,10 @@ class AnalysisConfig:
     """component: how circuits grow from the edge scores (topn: by score; greedy: from the logits backwards)."""
     ig_steps: int = DEFAULT_IG_STEPS
     """Integration steps of EAP-IG (component and node level)."""
+    acdc_threshold: float = DEFAULT_ACDC_THRESHOLD
+    """component, method acdc: an edge is removed when its removal raises the KL divergence of the last-position
+    next-token distribution from the model's by at most this (nats, mean over pairs); 0 keeps every edge that
+    matters at all."""
     target_loss: float = DEFAULT_TARGET_LOSS
     """node: the circuit size is the smallest circuit whose held-out task loss is at most this (nats)."""
     holdout: float = 0.5
@@ -105,6 +110,7 @@ class AnalysisConfig:
             check_choice("selections", s, SELECTIONS)
         for name in ("n_pairs", "ig_steps", "corpus_windows"):
             _positive_int(name, getattr(self, name))
+        check_threshold(self.acdc_threshold)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer")
         t = self.target_loss

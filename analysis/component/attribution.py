@@ -9,7 +9,7 @@ m = 1 it is EAP). The score of an edge is ``|effect_e|``: an edge whose removal 
 
 Example:
     >>> sorted(METHODS)
-    ['eap', 'eap-ig', 'exact']
+    ['acdc', 'eap', 'eap-ig', 'exact']
 """
 
 from __future__ import annotations
@@ -158,11 +158,18 @@ def eap_ig(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, m
     return Attribution("eap-ig", (S / len(batch)).float(), time.perf_counter() - start, forwards)
 
 
+def _acdc(*args: Any, **kwargs: Any) -> Attribution:
+    # Imported when called: acdc builds on this module's Attribution.
+    from glassformer.analysis.component.acdc import acdc
+    return acdc(*args, **kwargs)
+
+
 METHODS: dict[str, Method] = {
     m.name: m for m in (
         Method("exact", exact, "exact activation patching: one forward per edge"),
         Method("eap", eap, "edge attribution patching: gradient on the clean run"),
         Method("eap-ig", eap_ig, "EAP with the gradient integrated from the ablated to the clean input"),
+        Method("acdc", _acdc, "ACDC: edges pruned one by one, logits first, while KL to the model rises <= tau"),
     )
 }
 

@@ -95,7 +95,8 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
                              "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
     evaluations: dict[str, dict[str, Any]] = {}
     for who, (model, b, mu) in runs.items():
-        att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps)
+        att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps,
+                        acdc_threshold=config.acdc_threshold)
         fa = Faithfulness(model, graph, b, config.ablation, mu)
         evaluations[who] = {"attribution": att, "faithfulness": fa,
                             "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}

@@ -124,8 +124,8 @@ def test_bad_input_is_refused_before_anything_is_written(model_dir, tmp_path):
     (model_dir / "analysis.json").write_text(sentinel)
     with pytest.raises(ValueError, match="tasks='nope' is not allowed: expected one of .*quote_close.*induction"):
         analyze(model_dir, tasks=["nope"], progress=False)
-    with pytest.raises(ValueError, match="method='acdc' is not allowed: expected one of exact, eap, eap-ig"):
-        analyze(model_dir, method="acdc", progress=False)
+    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig, acdc"):
+        analyze(model_dir, method="nope", progress=False)
     with pytest.raises(ValueError, match="ablation='half' is not allowed"):
         analyze(model_dir, ablation="half", progress=False)
     with pytest.raises(ValueError, match=r"corpus_tokens holds ids in \[.*\]: expected ids in \[0, 4096\)"):
