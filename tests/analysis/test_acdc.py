@@ -126,3 +126,25 @@ def test_acdc_is_a_registered_component_method():
     assert att.effects.shape == (graph.n_edges,) and att.forwards >= 2
     assert AnalysisConfig(method="acdc").acdc_threshold >= 0
     assert VOCAB == model.cfg.d_vocab
+
+
+def test_analyze_hands_the_configured_threshold_to_acdc(tmp_path, small_model_dir, monkeypatch):
+    import shutil
+
+    from glassformer.analysis import analyze
+    from glassformer.analysis.component.attribution import METHODS, Method
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("acdc_threshold"))
+        return acdc(*args, **kwargs)
+
+    monkeypatch.setitem(METHODS, "acdc", Method("acdc", spy, "spy"))
+    path = tmp_path / "model"
+    shutil.copytree(small_model_dir, path)
+    out = analyze(path, tasks=["induction"], method="acdc", acdc_threshold=0.25, ablation="zero", n_pairs=4,
+                  controls=False, sparse_layers=False, progress=False)
+    assert seen == [0.25]
+    circuit = out["tasks"]["induction"]["circuits"][0]
+    assert circuit["method"] == "acdc" and circuit["N_0.8"]["model"]["edges"] is not None
