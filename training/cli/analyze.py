@@ -25,9 +25,10 @@ def analyze(
         model_dir: A model directory.
         analysis: The analysis settings (glassformer.analysis.AnalysisConfig). Levels: component (embeddings,
             heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual, q/k/v and neuron or
-            transcoder-latent channels). Methods: component exact, eap or eap-ig (default eap-ig); node mask,
-            eap-ig or eap (default mask). Ablations: component mean, position-mean, zero or corrupt; node mean or
-            zero. --tasks takes one name or a list; --mask.steps sets the mask training.
+            transcoder-latent channels). Methods: component exact, eap, eap-ig (default) or acdc (threshold
+            --acdc_threshold, KL in nats); node mask, eap-ig or eap (default mask). Ablations: component mean,
+            position-mean, zero or corrupt; node mean or zero. --tasks takes one name or a list; --mask.steps sets
+            the mask training.
         plugins: Modules to import first, which register tasks of their own (docs/adding-a-task.md).
     """
     load_plugins([plugins] if isinstance(plugins, str) else plugins)
