@@ -89,12 +89,11 @@ def fraction_at(step: int, max_steps: int, cfg: WeightSparsityConfig) -> float:
         >>> [round(fraction_at(s, 10, cfg), 3) for s in (0, 1, 3, 5, 9)]
         [1.0, 1.0, 0.55, 0.1, 0.1]
     """
-    progress = step / max(max_steps, 1)
-    if progress <= cfg.anneal_start:
+    t = anneal_progress(step, max_steps, cfg)
+    if t == 0.0:
         return 1.0
-    if progress >= cfg.anneal_end:
-        return cfg.fraction
-    t = (progress - cfg.anneal_start) / (cfg.anneal_end - cfg.anneal_start)
+    if t == 1.0:
+        return cfg.fraction  # exactly the target, not 1 + (target - 1)
     return 1.0 + (cfg.fraction - 1.0) * t
 
 
