@@ -2,7 +2,7 @@
 
 Variants never copy this file: an MLP replacement is chosen through the MLP registry and talks to the model only
 through the :class:`~glassformer.archs.mlp.base.MLP` contract, and a constraint is a function that rewrites the
-config or the built model (see STYLE.md).
+config or the built model (docs/architecture.md, docs/adding-a-variant.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from glassformer.archs.config import check, check_fraction
+from glassformer import kernels
+from glassformer.archs.validation import check, check_fraction
 
 GROUPS = ("matrix", "embedding", "bias")
 
@@ -200,8 +201,6 @@ def project_(model: nn.Module, fraction: float | None = None, cfg: WeightSparsit
         >>> sorted({name.rsplit(".", 1)[-1] for name in masks})  # only the biases (target 0.5) are pruned
         ['bias']
     """
-    from glassformer import kernels
-
     cfg = cfg if cfg is not None else getattr(getattr(model, "cfg", None), "weight_sparsity", None)
     if cfg is None:
         raise ValueError("project_ needs cfg=WeightSparsityConfig(...) or a model whose cfg.weight_sparsity is set")

@@ -192,7 +192,7 @@ def tracker_states(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
         >>> tracker_states(build_model(presets.get("debug")))
         {}
     """
-    from glassformer.archs.mlp.transcoder import DeadLatentTracker
+    from glassformer.archs.mlp.dead_latents import DeadLatentTracker
 
     return {name: {"tokens_since_fired": m.tokens_since_fired.detach().cpu().clone(), "tokens_seen": m.tokens_seen}
             for name, m in model.named_modules() if isinstance(m, DeadLatentTracker)}
@@ -208,7 +208,7 @@ def load_tracker_states(model: torch.nn.Module, states: dict[str, dict[str, Any]
         ...
         ValueError: the checkpoint has dead-latent trackers ['blocks.0.mlp.tracker'] but the model has []: resume with the model config the checkpoint was trained with
     """
-    from glassformer.archs.mlp.transcoder import DeadLatentTracker
+    from glassformer.archs.mlp.dead_latents import DeadLatentTracker
 
     trackers = {name: m for name, m in model.named_modules() if isinstance(m, DeadLatentTracker)}
     if set(trackers) != set(states):
