@@ -58,10 +58,10 @@ SPECIALS = {
 
 
 @st.composite
-def values(draw, shape: tuple[int, ...], dtype: torch.dtype, ties: bool = True, scale: float = 1.0):
+def values(draw, shape: tuple[int, ...], dtype: torch.dtype, ties: bool = True):
     """A tensor of ``shape``: normal draws, optionally rounded to a few values (ties), with special values sown."""
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
-    x = torch.randn(shape, generator=g) * scale
+    x = torch.randn(shape, generator=g)
     if ties and draw(st.booleans()):
         x = (x * 2).round() / 2  # a handful of distinct values: ties everywhere, zeros among them
     for name in draw(st.sets(st.sampled_from(sorted(SPECIALS)), max_size=3)):
@@ -234,6 +234,19 @@ def test_topk_radix_path_ranks_nan_like_the_register_path(device):
     x = x.to(device)
     for k in (0, 2, 3, 40):
         assert_bits_equal(topk_activation(x, k, impl="triton"), topk_activation(x, k, impl="reference"), "y")
+
+
+def test_magnitude_prune_ties_nans_of_any_sign_and_payload_by_index_above_inf(device):
+    nan, nan_payload, inf = SPECIALS["-nan"].item(), SPECIALS["nan_payload"], math.inf
+    row0 = torch.stack([torch.tensor(inf), torch.tensor(1.0), nan_payload, torch.tensor(nan)])
+    row1 = torch.tensor([1.0, -0.0, 2.0, -inf])
+    W = torch.stack([row0, row1]).to(device)  # float32: the payload survives
+    # (keep, min_per_row) -> kept flat indices: NaNs (2, 3) first by index, then the infinities (0, 7).
+    for keep, min_per_row, kept in ((1, 0, [2]), (2, 0, [2, 3]), (4, 0, [0, 2, 3, 7]), (2, 1, [2, 7]),
+                                    (3, 1, [2, 3, 7])):
+        for impl in ("triton", "reference"):
+            mask = magnitude_prune_(W.clone(), keep, min_per_row, impl=impl)
+            assert mask.reshape(-1).nonzero()[:, 0].tolist() == kept, (keep, min_per_row, impl)
 
 
 def test_cos_margin_penalty_refuses_bfloat16_in_the_interpreter_naming_op_dtype_and_allowed(device):
