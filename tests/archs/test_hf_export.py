@@ -219,7 +219,6 @@ def test_existing_destination_is_kept_unless_overwrite_and_then_replaced_whole(t
 
 
 def test_failed_write_leaves_no_half_export_and_keeps_the_old_one(tmp_path, monkeypatch):
-    import safetensors.torch
 
     make_model_dir(tmp_path / "model", presets.get("debug"))
     out = export_hf(tmp_path / "model", tmp_path / "hf")
