@@ -10,7 +10,7 @@ import torch
 import yaml
 from mlp_contract_checks import check_contract
 
-from glassformer.analysis.nodes import NodeGraph
+from glassformer.analysis.node.graph import NodeGraph
 from glassformer.archs import MLP, MLP_REGISTRY, ModelConfig, build_model
 from glassformer.archs.config import ConfigError
 
