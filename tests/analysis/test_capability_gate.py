@@ -191,3 +191,84 @@ def test_random_init_finds_no_capability(random_model_dir, tmp_path, level):
     table = format_table(out)
     assert sum(line.startswith("no capability, ") for line in table.splitlines()) == len(ok)
     assert "sanity check FAILED" not in table
+
+
+# --- the report reads the gate --------------------------------------------------------------------------------------
+
+
+def _analysis() -> dict:
+    """One component run over three tasks: two the model passed the gate on (one where random init passed too),
+    one it failed but that was sized anyway (size_gated_out) with a tiny circuit."""
+    def task(passed: bool, edges: int, control: bool) -> dict:
+        gate = {"model": {"passed": passed, "accuracy": 0.9 if passed else 0.5, "gap": 2.0 if passed else -1.5,
+                          "reasons": [] if passed else ["not above the empty circuit"]},
+                "random_init": {"passed": control, "accuracy": 0.5, "gap": 0.0, "reasons": []},
+                "shuffled_labels": {"passed": False, "accuracy": 0.5, "gap": 0.0, "reasons": ["accuracy"]}}
+        sizes = {who: {"edges": edges} for who in ("model", *CONTROLS)}
+        return {"status": "ok", "capability": {}, "gate": gate, "capable": passed, "circuits": [
+            {"level": "component", "method": "eap-ig", "selection": "greedy", "n_edges_total": 46, "N_0.8": sizes,
+             "N_0.9": sizes, "signal": {who: True for who in ("model", *CONTROLS)}}]}
+    tasks = {"a": task(True, 4, False), "b": task(True, 16, True), "c": task(False, 1, False)}
+    row = summary(tasks, AnalysisConfig(selections=["greedy"]))[0]
+    run = {"settings": {"level": "component", "method": "eap-ig", "ablation": "mean"}, "tasks": tasks,
+           "summary": [row]}
+    return {"results": {"component/eap-ig/mean": run}}
+
+
+def _report(analysis: dict) -> dict:
+    from glassformer.analysis.report.collect import read_circuits
+
+    sizes, tasks = read_circuits(analysis)
+    model = {"name": "dense", "constraints": [], "capability": {"val_loss": 3.0}, "n_params": 1,
+             "n_nonzero_params": 1, "training": {}, "sizes": sizes, "tasks": tasks}
+    return {"models": [model], "levels": ["component"], "baseline": "dense", "verdict": {"rows": []}}
+
+
+def test_the_report_reads_the_gate_and_never_averages_a_gated_out_task():
+    from glassformer.analysis.report.tables import task_table
+
+    report = _report(_analysis())
+    sizes = report["models"][0]["sizes"]["component"]
+    assert sizes["n_tasks"] == 3 and sizes["n_tasks_gated_in"] == 2
+    assert sizes["geomean"]["model"] == pytest.approx(8.0)  # sqrt(4 * 16): the gated-out 1 is left out
+    assert sizes["controls_passing_gate"] == {"random_init": ["b"], "shuffled_labels": []}
+    by_name = {t["name"]: t for t in report["models"][0]["tasks"]}
+    c = by_name["c"]["circuits"]["component"]
+    assert c["gate"]["model"] == {"passed": False, "accuracy": 0.5, "gap": -1.5,
+                                  "reasons": ["not above the empty circuit"]}
+    assert c["signal"]["model"] is False  # f had signal, but the model failed the gate: the verdict skips it
+    table = task_table(report, "component")
+    rows = {r[0]: r for r in table.rows}
+    assert rows["a"][2:4] == ["in (gap 2.00)", "yes"]
+    assert rows["b"][2:4] == ["in (gap 2.00)", "no: random init passed"]
+    assert rows["c"][2:4] == ["out (gap -1.50)", "yes"]
+
+
+def test_the_verdict_says_when_a_control_passed_the_gate():
+    from glassformer.analysis.report.verdict import verdict_text
+
+    text = verdict_text(_report(_analysis()))
+    assert ("Sanity check failed: in dense at component level the random init control passed the capability gate "
+            "on b.") in text
+    analysis = _analysis()
+    for t in analysis["results"]["component/eap-ig/mean"]["tasks"].values():
+        t["gate"]["random_init"]["passed"] = False
+    analysis["results"]["component/eap-ig/mean"]["summary"] = [
+        summary(analysis["results"]["component/eap-ig/mean"]["tasks"], AnalysisConfig(selections=["greedy"]))[0]]
+    assert any(line.startswith("Sanity check: the controls found no capability") for line in
+               verdict_text(_report(analysis)))
+
+
+def test_a_report_of_an_analysis_made_before_the_gate_claims_no_sanity_check():
+    from glassformer.analysis.report.verdict import verdict_text
+
+    analysis = _analysis()
+    run = analysis["results"]["component/eap-ig/mean"]
+    for t in run["tasks"].values():
+        del t["gate"]
+    for key in ("n_tasks_gated_in", "controls_passing_gate", "gated_out"):
+        del run["summary"][0][key]
+    report = _report(analysis)
+    sizes = report["models"][0]["sizes"]["component"]
+    assert sizes["n_tasks_gated_in"] is None and sizes["controls_passing_gate"] is None
+    assert not any("anity check" in line for line in verdict_text(report))
