@@ -53,7 +53,8 @@ def test_binomial_tail_at_one_half_is_symmetric_and_decreasing(n, k):
 def test_student_t_tail_matches_closed_forms_and_tables():
     assert student_t_sf(1.0, 1) == pytest.approx(0.25, abs=1e-12)  # Cauchy: 1/2 - atan(1)/pi
     assert student_t_sf(-1.0, 1) == pytest.approx(0.75, abs=1e-12)
-    assert student_t_sf(math.sqrt(2), 2) == pytest.approx((1 - 1 / math.sqrt(2)) / 2, abs=1e-12)  # 1/2 - t/(2 sqrt(2+t^2))
+    # df 2: P(T > t) = 1/2 - t / (2 sqrt(2 + t^2))
+    assert student_t_sf(math.sqrt(2), 2) == pytest.approx((1 - 1 / math.sqrt(2)) / 2, abs=1e-12)
     # df 3, t = sqrt(3): theta = pi/4, P(|T| < t) = (2/pi)(pi/4 + 1/2), so P(T > t) = 1/4 - 1/(2 pi).
     assert student_t_sf(math.sqrt(3), 3) == pytest.approx(0.25 - 1 / (2 * math.pi), abs=1e-12)
     # One-sided 5% points from printed t tables (4 significant digits there).
@@ -175,7 +176,7 @@ def test_random_init_finds_no_capability(random_model_dir, tmp_path, level):
     path = tmp_path / "m"
     shutil.copytree(random_model_dir, path)
     corpus = torch.randint(0, 4096, (8, 32), generator=torch.Generator().manual_seed(0))
-    out = analyze(path, AnalysisConfig(level=level, method="eap" if level == "node" else "eap", n_pairs=32),
+    out = analyze(path, AnalysisConfig(level=level, method="eap", n_pairs=32),
                   corpus_tokens=corpus, progress=False)
     ok = {n: t for n, t in out["tasks"].items() if t["status"] == "ok"}
     assert len(ok) >= 5
