@@ -22,8 +22,8 @@ import torch
 from tests_analysis_support import small_config
 
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.component.faithfulness import Faithfulness
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks import TASKS, logit_diff
 from glassformer.archs import build_model
 
