@@ -85,6 +85,14 @@ class AnalysisConfig:
     """node: fraction of pairs held out to measure sizes on; the rest train masks or attribution."""
     mask: MaskConfig = field(default_factory=MaskConfig)
     """node, method mask: how masks are trained and searched (mask.steps: optimizer steps per mask)."""
+    gate_alpha: float = 0.05
+    """Significance level of the capability gate's two one-sided tests (model above the empty circuit; accuracy
+    above chance): a task is sized only where the model passes the gate (docs/methods.md, "The capability gate")."""
+    gate_min_logit_diff: float = 0.5
+    """The gate's minimum effect: the mean logit difference of the model minus that of the empty circuit, in
+    logits. 0.5 moves a two-answer choice from even odds to 62%; below it f divides noise by a small number."""
+    size_gated_out: bool = False
+    """Also size the circuits of tasks the gate rejects (a diagnostic: they are recorded but never averaged)."""
     sparse_layers: bool = True
     """Also measure the MLP layers' L0, dead/dense fractions, interference, weight density and, for a fine-tuned
     model, FVU and CE loss recovered against its parent (needs corpus windows)."""
@@ -116,6 +124,14 @@ class AnalysisConfig:
         t = self.target_loss
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
             raise ValueError(f"target_loss={t!r} is not allowed: expected a positive number of nats")
+        a = self.gate_alpha
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
+            raise ValueError(f"gate_alpha={a!r} is not allowed: expected a significance level in (0, 1)")
+        m = self.gate_min_logit_diff
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf"):
+            raise ValueError(f"gate_min_logit_diff={m!r} is not allowed: expected a finite number of logits >= 0")
+        if not isinstance(self.size_gated_out, bool):
+            raise ValueError(f"size_gated_out={self.size_gated_out!r} is not allowed: expected true or false")
         h = self.holdout
         if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < 1:
             raise ValueError(f"holdout={h!r} is not allowed: expected a fraction in [0, 1)")

@@ -1,7 +1,7 @@
 """glassformer.archs: configs, the one Transformer with hook points, MLP variants, constraints, model directories.
 
-Imports nothing beyond torch (safetensors is imported lazily when a model directory is read or written), so the
-kernels and models can be used where the training stack is absent.
+Imports nothing beyond torch and safetensors (no Lightning, datasets or tokenizers), so the kernels and models can
+be used where the training stack is absent.
 
 Registration of every variant happens here, in one visible place.
 
@@ -12,11 +12,14 @@ Example:
     2
 """
 
-# config first: it defines the checks the variant modules import, then imports those modules itself.
-from glassformer.archs.config import ConfigError, ModelConfig  # noqa: I001
-
+from glassformer.archs import presets
 from glassformer.archs.activation_sparsity import AbsTopK, ActivationSparsityConfig
+from glassformer.archs.config import ConfigError, ModelConfig
+from glassformer.archs.hooks import HookedModule, HookPoint
 from glassformer.archs.mlp import (
+    MLP,
+    MLP_REGISTRY,
+    DeadLatentTracker,
     DenseMLP,
     DenseMLPConfig,
     SoLUMLP,
@@ -26,11 +29,20 @@ from glassformer.archs.mlp import (
     Transcoder,
     TranscoderConfig,
 )
-from glassformer.archs.penalties import PenaltyConfig, Penalties, frobenius_offdiag, frobenius_penalty
+from glassformer.archs.model_dir import (
+    ModelDirError,
+    load_config,
+    load_model_dir,
+    read_training,
+    save_model_dir,
+)
+from glassformer.archs.penalties import Penalties, PenaltyConfig, frobenius_offdiag, frobenius_penalty
 from glassformer.archs.registry import Registry
+from glassformer.archs.transformer import Transformer, build_model
 from glassformer.archs.weight_sparsity import WeightSparsityConfig, fraction_at, lr_scale_at, project_
 
-MLP_REGISTRY: Registry = Registry("MLP kind")
+# Every MLP variant is registered here and nowhere else; the registry refuses a module class that does not
+# subclass the MLP contract (glassformer.archs.mlp.base.MLP). docs/adding-a-variant.md shows how to add one.
 MLP_REGISTRY.register("dense", DenseMLPConfig, DenseMLP, "y = W_out gelu(W_in x + b_in) + b_out (exact or tanh GELU)")
 MLP_REGISTRY.register("topk", TopKMLPConfig, TopKMLP, "y = W_out act(topk_k(W_in x + b_in)) + b_out")
 MLP_REGISTRY.register("solu", SoLUMLPConfig, SoLUMLP, "y = W_out LN(h * softmax(h)) + b_out, h = W_in x + b_in")
@@ -67,34 +79,11 @@ def variants_markdown() -> str:
     return "\n".join(rows)
 
 
-from glassformer.archs import presets  # noqa: E402
-from glassformer.archs.hooks import HookedModule, HookPoint  # noqa: E402
-from glassformer.archs.model_dir import (  # noqa: E402
-    ModelDirError,
-    load_config,
-    load_model_dir,
-    read_training,
-    save_model_dir,
-)
-from glassformer.archs.transformer import Transformer  # noqa: E402
-
-
-def build_model(cfg: ModelConfig) -> Transformer:
-    """The only way a model is constructed: from a validated :class:`ModelConfig`.
-
-    Example:
-        >>> build_model(presets.get("debug")).num_params() > 0
-        True
-    """
-    if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
-    return Transformer(cfg)
-
-
 __all__ = [
     "ConfigError", "ModelConfig", "MLP_REGISTRY", "Registry", "HookPoint", "HookedModule", "Transformer",
     "build_model", "presets", "save_model_dir", "load_model_dir", "load_config", "read_training", "ModelDirError",
     "DenseMLPConfig", "TopKMLPConfig", "SoLUMLPConfig", "TranscoderConfig", "ActivationSparsityConfig",
     "PenaltyConfig", "WeightSparsityConfig", "AbsTopK", "Penalties", "frobenius_offdiag", "frobenius_penalty",
-    "fraction_at", "lr_scale_at", "project_", "variants_markdown", "CONSTRAINTS",
+    "fraction_at", "lr_scale_at", "project_", "variants_markdown", "CONSTRAINTS", "MLP", "DenseMLP", "TopKMLP",
+    "SoLUMLP", "Transcoder", "DeadLatentTracker",
 ]

@@ -12,8 +12,8 @@ is that of the site:
 | ``mlp_in`` | the normalised input each MLP reads | d_model |
 | ``mlp_out`` | the MLP output written to the residual stream | d_model |
 
-The released weight-sparse models keep a fraction of 0.25. A disabled site is ``None`` in the model and costs one
-``is not None`` test per forward.
+The released weight-sparse models keep a fraction of 0.25. A disabled site is an ``nn.Identity`` in the model, so
+the forward reads straight through every site; it has no parameters, so the state dict does not change.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from glassformer.archs.config import check, check_fraction
+from glassformer import kernels
+from glassformer.archs.validation import check, check_fraction
 
 SITES = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_out")
 MLP_SITES = ("mlp_in", "mlp_out")
@@ -82,8 +83,6 @@ class AbsTopK(nn.Module):
         in eval mode, so analysis and generation do not pay for it."""
 
     def forward(self, x: Tensor) -> Tensor:
-        from glassformer import kernels
-
         flat = x if self.flatten == 1 else x.flatten(-self.flatten)  # (..., width); q/k/v: all heads of a token
         out = kernels.topk_activation(flat, self.k, use_abs=True, impl=self.impl)
         if self.training:
@@ -94,22 +93,22 @@ class AbsTopK(nn.Module):
         return f"k={self.k}"
 
 
-def site_modules(model_cfg: Any) -> dict[str, AbsTopK | None]:
-    """One :class:`AbsTopK` per enabled site of a block (``None`` where the site is off).
+def site_modules(model_cfg: Any) -> dict[str, nn.Module]:
+    """One module per site of a block: :class:`AbsTopK` where the site is on, ``nn.Identity`` where it is off.
 
     Example:
         >>> from glassformer.archs import ModelConfig
         >>> cfg = ModelConfig(d_model=64, n_heads=4, activation_sparsity={"sites": ["q"], "fraction": 0.5})
         >>> site_modules(cfg)["q"].k, site_modules(cfg)["mlp_out"]
-        (32, None)
+        (32, Identity())
     """
     cfg: ActivationSparsityConfig | None = model_cfg.activation_sparsity
     sites = set(cfg.sites) if cfg is not None else set()
     qkv_width = model_cfg.n_heads * model_cfg.head_dim
-    out: dict[str, AbsTopK | None] = {}
+    out: dict[str, nn.Module] = {}
     for site in SITES:
         if site not in sites:
-            out[site] = None
+            out[site] = nn.Identity()
         elif site in ("q", "k", "v"):
             out[site] = AbsTopK(cfg.k_for(qkv_width), model_cfg.kernels, flatten=2)
         else:

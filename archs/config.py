@@ -12,37 +12,21 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from glassformer.archs.activation_sparsity import ActivationSparsityConfig
+from glassformer.archs.mlp import MLPConfig
+from glassformer.archs.mlp.base import MLP_REGISTRY
+from glassformer.archs.mlp.dense import DenseMLPConfig
+from glassformer.archs.penalties import PenaltyConfig
 
-class ConfigError(ValueError):
-    """A configuration value is not allowed; the message names the field, the value and what is allowed."""
+# The checks live in a leaf module so variant configs import them without a cycle; they are re-exported here,
+# where callers have always imported them from.
+from glassformer.archs.validation import ConfigError, check, check_fraction, check_positive_int
+from glassformer.archs.weight_sparsity import WeightSparsityConfig
 
-
-def check(ok: bool, field_name: str, value: Any, allowed: str) -> None:
-    """Raise :class:`ConfigError` unless ``ok``.
-
-    Example:
-        >>> check(3 > 0, "model.d_model", 3, "a positive integer")
-    """
-    if not ok:
-        raise ConfigError(f"{field_name}={value!r} is not allowed: expected {allowed}")
-
-
-def check_positive_int(value: Any, field_name: str) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and value > 0, field_name, value, "a positive integer")
-
-
-def check_fraction(value: Any, field_name: str) -> None:
-    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1, field_name, value,
-          "a fraction in (0, 1]")
-
-
-# The sub-config modules import ``check`` from here, so these imports come after the helpers above: whichever
-# module is imported first, ``check`` already exists when they ask for it.
-from glassformer.archs.activation_sparsity import ActivationSparsityConfig  # noqa: E402
-from glassformer.archs.mlp import MLPConfig  # noqa: E402
-from glassformer.archs.mlp.dense import DenseMLPConfig  # noqa: E402
-from glassformer.archs.penalties import PenaltyConfig  # noqa: E402
-from glassformer.archs.weight_sparsity import WeightSparsityConfig  # noqa: E402
+__all__ = [
+    "ConfigError", "ModelConfig", "build_constraint_fields", "check", "check_fraction", "check_positive_int",
+    "from_dict", "mlp_config_from_dict",
+]
 
 
 @dataclass
@@ -117,13 +101,21 @@ class ModelConfig:
             check(self.head_dim % 2 == 0, "model.d_head", self.head_dim, "an even width for rotary positions")
         check(isinstance(self.penalties, list), "model.penalties", self.penalties, "a list of penalty configs")
         build_constraint_fields(self)
+        check(self.mlp is None or isinstance(self.mlp, MLP_REGISTRY.config_classes()), "model.mlp", self.mlp,
+              f"null or the config of a registered MLP kind, one of {', '.join(MLP_REGISTRY.names())}")
         # An MLP variant on a model without MLPs would be silently ignored: refuse it instead.
-        check(not (self.attn_only and self.mlp is not None), "model.mlp", getattr(self.mlp, "kind", self.mlp),
+        check(not (self.attn_only and self.mlp is not None), "model.mlp", self.mlp and self.mlp.kind,
               "null when attn_only is true (an attention-only model has no MLPs)")
-        for sub in (self.mlp, self.activation_sparsity, self.weight_sparsity):
-            validate = getattr(sub, "validate", None)
-            if validate is not None:
-                validate(self)
+        check(self.activation_sparsity is None or isinstance(self.activation_sparsity, ActivationSparsityConfig),
+              "model.activation_sparsity", self.activation_sparsity, "null or an ActivationSparsityConfig")
+        check(self.weight_sparsity is None or isinstance(self.weight_sparsity, WeightSparsityConfig),
+              "model.weight_sparsity", self.weight_sparsity, "null or a WeightSparsityConfig")
+        if self.mlp is not None:
+            self.mlp.validate(self)
+        if self.activation_sparsity is not None:
+            self.activation_sparsity.validate(self)
+        if self.weight_sparsity is not None:
+            self.weight_sparsity.validate(self)
         for i, penalty in enumerate(self.penalties):
             check(isinstance(penalty, PenaltyConfig), f"model.penalties[{i}]", penalty, "a PenaltyConfig")
             penalty.validate(self, f"model.penalties[{i}]")
@@ -181,9 +173,12 @@ def build_constraint_fields(cfg: Any) -> None:
 
 
 def mlp_config_from_dict(d: dict[str, Any]) -> Any:
-    """Build an MLP variant config from a dict with a ``kind`` key, through the registry."""
-    from glassformer.archs import MLP_REGISTRY
+    """Build an MLP variant config from a dict with a ``kind`` key, through the registry.
 
+    Example:
+        >>> mlp_config_from_dict({"kind": "topk", "k": 8}).k
+        8
+    """
     check(isinstance(d, dict) and "kind" in d, "model.mlp", d, "a mapping with a 'kind' key")
     kind = d["kind"]
     check(kind in MLP_REGISTRY, "model.mlp.kind", kind, f"one of {MLP_REGISTRY.names()}")

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
 
 from glassformer.archs.config import ConfigError, ModelConfig
+from glassformer.archs.transformer import build_model
 
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
@@ -101,8 +104,6 @@ def save_model_dir(
         >>> load_model_dir(d).cfg.d_model
         64
     """
-    from safetensors.torch import save_model
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg: ModelConfig = model.cfg
@@ -145,11 +146,6 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> torc
     Example:
         >>> model = load_model_dir("runs/demo/tiny")  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    from glassformer.archs import build_model
-
     path = Path(path)
     cfg = load_config(path)
     weights = path / WEIGHTS_FILE

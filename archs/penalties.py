@@ -24,7 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from glassformer.archs.config import check
+from glassformer import kernels
+from glassformer.archs.validation import check
 
 TARGETS = ("transcoder_decoder", "W_O", "mlp_out", "embed", "unembed")
 KINDS = ("frobenius", "cos_margin")
@@ -139,8 +140,6 @@ class Penalties(nn.Module):
 
     def penalty(self, cfg: PenaltyConfig) -> Tensor:
         """The penalty of one config before its coefficient, averaged over its matrices."""
-        from glassformer import kernels
-
         values = []
         for W in self._matrices(cfg.target):
             if cfg.kind == "frobenius":
@@ -162,8 +161,6 @@ class Penalties(nn.Module):
     @torch.no_grad()
     def stats(self) -> dict[str, float]:
         """``ortho/max_cos/<target>`` per penalised target and their maximum ``ortho/max_cos``."""
-        from glassformer import kernels
-
         out: dict[str, float] = {}
         for target in dict.fromkeys(cfg.target for cfg in self.cfgs):
             out[f"ortho/max_cos/{target}"] = max(float(kernels.max_abs_cos(W)) for W in self._matrices(target))

@@ -1,7 +1,8 @@
 """The one Transformer: pre-norm, learned or rotary positions, SDPA attention, a pluggable MLP, hook points.
 
-Variants never copy this file: an MLP replacement is chosen through the MLP registry, and a constraint is a
-function that rewrites the config or the built model (see STYLE.md).
+Variants never copy this file: an MLP replacement is chosen through the MLP registry and talks to the model only
+through the :class:`~glassformer.archs.mlp.base.MLP` contract, and a constraint is a function that rewrites the
+config or the built model (docs/architecture.md, docs/adding-a-variant.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from glassformer.archs.activation_sparsity import AbsTopK, site_modules
 from glassformer.archs.config import ModelConfig
 from glassformer.archs.hooks import HookedModule, HookPoint
+from glassformer.archs.mlp.base import MLP, MLP_REGISTRY
 from glassformer.archs.penalties import Penalties
 
 
@@ -65,7 +67,7 @@ class Attention(nn.Module):
     projections keep their largest-magnitude entries (all heads of a token together) before their hooks.
     """
 
-    def __init__(self, cfg: ModelConfig, sparsify: dict[str, nn.Module | None] | None = None):
+    def __init__(self, cfg: ModelConfig, sparsify: dict[str, nn.Module] | None = None):
         super().__init__()
         self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
         inner = cfg.n_heads * cfg.head_dim
@@ -74,8 +76,9 @@ class Attention(nn.Module):
         self.W_V = nn.Linear(cfg.d_model, inner)
         self.W_O = nn.Linear(inner, cfg.d_model)
         self.rotary = Rotary(cfg) if cfg.positional == "rotary" else None
-        sparsify = sparsify or {}
-        self.sparsify_q, self.sparsify_k, self.sparsify_v = (sparsify.get(s) for s in ("q", "k", "v"))
+        # Without a site dict no site is sparsified (Block passes the config's sites).
+        sparsify = sparsify if sparsify is not None else {s: nn.Identity() for s in ("q", "k", "v")}
+        self.sparsify_q, self.sparsify_k, self.sparsify_v = sparsify["q"], sparsify["k"], sparsify["v"]
         self.hook_q = HookPoint()  # (B, T, n_heads, d_head)
         self.hook_k = HookPoint()  # (B, T, n_heads, d_head)
         self.hook_v = HookPoint()  # (B, T, n_heads, d_head)
@@ -96,12 +99,7 @@ class Attention(nn.Module):
 
     def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor) -> Tensor:
         q, k, v = self.project(x_q, self.W_Q), self.project(x_k, self.W_K), self.project(x_v, self.W_V)
-        if self.sparsify_q is not None:
-            q = self.sparsify_q(q)
-        if self.sparsify_k is not None:
-            k = self.sparsify_k(k)
-        if self.sparsify_v is not None:
-            v = self.sparsify_v(v)
+        q, k, v = self.sparsify_q(q), self.sparsify_k(k), self.sparsify_v(v)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)  # (B, T, n_heads, d_head)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
@@ -131,13 +129,11 @@ class Block(nn.Module):
     patched one at a time.
 
     Activation sparsity (AbsTopK) sits after each norm (``attn_in``, ``mlp_in``) and on what each sublayer writes
-    (``attn_out``, ``mlp_out``, before ``hook_attn_out`` / ``hook_mlp_out``); a site that is off is None.
+    (``attn_out``, ``mlp_out``, before ``hook_attn_out`` / ``hook_mlp_out``); a site that is off is an identity.
     """
 
     def __init__(self, cfg: ModelConfig, index: int):
         super().__init__()
-        from glassformer.archs import MLP_REGISTRY
-
         self.index = index
         self.n_heads = cfg.n_heads
         self.hook_resid_pre = HookPoint()
@@ -150,7 +146,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg, sparsify)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
-        self.mlp: nn.Module | None = None
+        self.mlp: MLP | None = None
         if not cfg.attn_only:
             self.hook_mlp_in = HookPoint()
             self.ln2 = Norm(cfg)
@@ -161,8 +157,7 @@ class Block(nn.Module):
 
     def attn_input(self, resid: Tensor) -> Tensor:
         """What attention reads: the normalised residual stream, sparsified when ``attn_in`` is on."""
-        x = self.ln1(resid)
-        return self.sparsify_attn_in(x) if self.sparsify_attn_in is not None else x
+        return self.sparsify_attn_in(self.ln1(resid))
 
     def forward(self, resid: Tensor) -> Tensor:
         resid = self.hook_resid_pre(resid)
@@ -175,16 +170,11 @@ class Block(nn.Module):
         else:
             x = self.attn_input(resid)
             attn_out = self.attn(x, x, x)
-        if self.sparsify_attn_out is not None:
-            attn_out = self.sparsify_attn_out(attn_out)
+        attn_out = self.sparsify_attn_out(attn_out)
         resid = self.hook_resid_mid(resid + self.hook_attn_out(attn_out))
-        if self.mlp is not None:
-            x = self.ln2(self.hook_mlp_in(resid))
-            if self.sparsify_mlp_in is not None:
-                x = self.sparsify_mlp_in(x)
-            mlp_out = self.mlp(x)
-            if self.sparsify_mlp_out is not None:
-                mlp_out = self.sparsify_mlp_out(mlp_out)
+        if self.mlp is not None:  # attention-only blocks have no MLP, and none of its norms or hooks
+            x = self.sparsify_mlp_in(self.ln2(self.hook_mlp_in(resid)))
+            mlp_out = self.sparsify_mlp_out(self.mlp(x))
             resid = resid + self.hook_mlp_out(mlp_out)
         return self.hook_resid_post(resid)
 
@@ -227,9 +217,8 @@ class Transformer(HookedModule):
         for module in self.modules():
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_variant_parameters"):
-                module.reset_variant_parameters()
+        for mlp in self._mlps():
+            mlp.reset_variant_parameters()
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) int64 -> logits (B, T, d_vocab)."""
@@ -247,18 +236,25 @@ class Transformer(HookedModule):
     def aux_losses(self) -> dict[str, Tensor]:
         """Named auxiliary losses of the last forward, summed over layers (e.g. ``{"l1": ..., "auxk": ...}``).
 
-        Each term already carries its coefficient; the training loss adds them all.
+        Each term already carries its coefficient; the training loss adds them all. The MLPs' terms come first,
+        layer by layer, then the penalties' (the order fixes the order of the floating-point sums).
+
+        Example:
+            >>> from glassformer.archs import build_model, presets
+            >>> build_model(presets.get("debug")).aux_losses()
+            {}
         """
+        terms = [mlp.aux_losses() for mlp in self._mlps()]
+        if self.penalties is not None:
+            terms.append(self.penalties.aux_losses())
         total: dict[str, Tensor] = {}
-        for module in self.modules():
-            if module is self or not hasattr(module, "aux_losses"):
-                continue
-            for name, value in module.aux_losses().items():
+        for named in terms:
+            for name, value in named.items():
                 total[name] = total[name] + value if name in total else value
         return total
 
     def on_train_step(self, step: int, max_steps: int) -> None:
-        """Tell every submodule that defines ``on_train_step`` (penalty warmup, ...) where training stands.
+        """Tell every MLP and the penalties (their warmup) where training stands.
 
         The training loop calls this once per optimizer step, before the forward.
 
@@ -266,9 +262,10 @@ class Transformer(HookedModule):
             >>> from glassformer.archs import build_model, presets
             >>> build_model(presets.get("debug")).on_train_step(0, 100)
         """
-        for module in self.modules():
-            if module is not self and hasattr(module, "on_train_step"):
-                module.on_train_step(step, max_steps)
+        for mlp in self._mlps():
+            mlp.on_train_step(step, max_steps)
+        if self.penalties is not None:
+            self.penalties.on_train_step(step, max_steps)
 
     def stats(self) -> dict[str, float]:
         """What the constraints control, as floats for logging.
@@ -284,8 +281,7 @@ class Transformer(HookedModule):
         out: dict[str, float] = {}
         per_layer: dict[str, list[float]] = {}
         for i, block in enumerate(self.blocks):
-            mlp_stats = getattr(block.mlp, "stats", None)
-            for name, value in (mlp_stats() if mlp_stats is not None else {}).items():
+            for name, value in (block.mlp.stats() if block.mlp is not None else {}).items():
                 out[f"sparsity/{name}/layer{i}"] = value
                 per_layer.setdefault(name, []).append(value)
         for name, values in per_layer.items():
@@ -303,7 +299,7 @@ class Transformer(HookedModule):
             out.update(self.penalties.stats())
         return out
 
-    def _mlps(self) -> list[nn.Module]:
+    def _mlps(self) -> list[MLP]:
         return [block.mlp for block in self.blocks if block.mlp is not None]
 
     def penalty_matrices(self, target: str) -> list[Tensor]:
@@ -322,8 +318,8 @@ class Transformer(HookedModule):
             return [block.attn.W_O.weight.T for block in self.blocks]  # (n_heads * d_head, d_model)
         if target == "mlp_out":
             return [mlp.output_weights() for mlp in self._mlps()]  # (d_mlp or n_latents, d_model)
-        if target == "transcoder_decoder":
-            return [mlp.W_dec for mlp in self._mlps()]  # (n_latents, d_model)
+        if target == "transcoder_decoder":  # config validation allows it only for transcoders: W_dec itself
+            return [mlp.output_weights() for mlp in self._mlps()]  # (n_latents, d_model)
         raise ValueError(f"target={target!r} is not allowed: expected transcoder_decoder, W_O, mlp_out, embed, "
                          "or unembed")
 
@@ -342,3 +338,16 @@ class Transformer(HookedModule):
             seen.add(id(p))
             n += p.numel()
         return n
+
+
+def build_model(cfg: ModelConfig) -> Transformer:
+    """The only way a model is constructed: from a validated :class:`ModelConfig`.
+
+    Example:
+        >>> from glassformer.archs import presets
+        >>> build_model(presets.get("debug")).num_params() > 0
+        True
+    """
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build_model needs a ModelConfig, got {type(cfg).__name__}")
+    return Transformer(cfg)

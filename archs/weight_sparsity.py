@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from glassformer.archs.config import check, check_fraction
+from glassformer import kernels
+from glassformer.archs.validation import check, check_fraction
 
 GROUPS = ("matrix", "embedding", "bias")
 
@@ -89,12 +90,11 @@ def fraction_at(step: int, max_steps: int, cfg: WeightSparsityConfig) -> float:
         >>> [round(fraction_at(s, 10, cfg), 3) for s in (0, 1, 3, 5, 9)]
         [1.0, 1.0, 0.55, 0.1, 0.1]
     """
-    progress = step / max(max_steps, 1)
-    if progress <= cfg.anneal_start:
+    t = anneal_progress(step, max_steps, cfg)
+    if t == 0.0:
         return 1.0
-    if progress >= cfg.anneal_end:
-        return cfg.fraction
-    t = (progress - cfg.anneal_start) / (cfg.anneal_end - cfg.anneal_start)
+    if t == 1.0:
+        return cfg.fraction  # exactly the target, not 1 + (target - 1)
     return 1.0 + (cfg.fraction - 1.0) * t
 
 
@@ -201,8 +201,6 @@ def project_(model: nn.Module, fraction: float | None = None, cfg: WeightSparsit
         >>> sorted({name.rsplit(".", 1)[-1] for name in masks})  # only the biases (target 0.5) are pruned
         ['bias']
     """
-    from glassformer import kernels
-
     cfg = cfg if cfg is not None else getattr(getattr(model, "cfg", None), "weight_sparsity", None)
     if cfg is None:
         raise ValueError("project_ needs cfg=WeightSparsityConfig(...) or a model whose cfg.weight_sparsity is set")

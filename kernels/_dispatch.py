@@ -65,10 +65,26 @@ def choose_impl(impl: str, op: str, tensors: tuple[Tensor, ...], unsupported: st
     return "triton"
 
 
-def dtype_problem(name: str, t: Tensor) -> str | None:
-    """The reason the Triton kernels cannot take ``t``'s dtype, or None."""
+def dtype_problem(name: str, t: Tensor, interpreter_bf16: str | None = None) -> str | None:
+    """The reason the Triton kernels cannot take ``t``'s dtype, or None.
+
+    ``interpreter_bf16`` is None for ops whose kernels the CPU interpreter runs correctly in bfloat16, else why
+    it cannot: the interpreter holds bfloat16 as raw uint16, so for one its ``tl.dot`` multiplies the integers
+    (casts to and from float32 are emulated and work, though float32 -> bfloat16 truncates where a GPU rounds to
+    nearest even). Such ops refuse bfloat16 only while interpreting; on a GPU they take it.
+
+    Example:
+        >>> import torch
+        >>> dtype_problem("x", torch.zeros(1, dtype=torch.float64))
+        'x.dtype=torch.float64 (the kernels take float32, float16 or bfloat16)'
+    """
     if t.dtype not in TRITON_DTYPES:
         return f"{name}.dtype={t.dtype} (the kernels take float32, float16 or bfloat16)"
+    if interpreter_bf16 is not None and t.dtype == torch.bfloat16 and interpreting():
+        return (
+            f"{name}.dtype=torch.bfloat16 under the Triton CPU interpreter (TRITON_INTERPRET=1), where "
+            f"{interpreter_bf16}; it takes float32 or float16 there (bfloat16 runs on a CUDA GPU)"
+        )
     return None
 
 

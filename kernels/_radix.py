@@ -21,7 +21,11 @@ SHIFTS = (24, 16, 8, 0)  # a byte at a time, from the top
 
 @triton.jit
 def _radix_key(x, USE_ABS: tl.constexpr):
-    """uint32 keys whose unsigned order is the order of x (or of |x|); -0.0 and +0.0 get the same key."""
+    """uint32 keys whose unsigned order is the order of x (or of |x|); -0.0 and +0.0 get the same key.
+
+    Every NaN, whatever its sign and payload, gets the one largest key, above +inf: NaN ranks as the largest
+    value, as torch.sort ranks it, and NaNs tie with each other (so the lower index wins).
+    """
     x = x.to(tl.float32)
     x = tl.where(x == 0.0, 0.0, x)
     bits = x.to(tl.uint32, bitcast=True)
@@ -30,7 +34,8 @@ def _radix_key(x, USE_ABS: tl.constexpr):
     else:
         # Negative floats order backwards in their bits: flip them all; positives just gain the top bit.
         key = tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-    return key
+    # No finite or infinite float maps to 0xFFFFFFFF (that is the bits of a NaN), so the key is NaN's alone.
+    return tl.where(x != x, 0xFFFFFFFF, key)
 
 
 @triton.jit

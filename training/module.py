@@ -76,9 +76,7 @@ class LanguageModel(L.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        on_step = getattr(self.model, "on_train_step", None)
-        if on_step is not None:
-            on_step(self.global_step, self.max_steps)
+        self.model.on_train_step(self.global_step, self.max_steps)
         ce = self._cross_entropy(batch)
         aux = self.model.aux_losses()
         loss = ce + sum(aux.values()) if aux else ce
@@ -90,9 +88,8 @@ class LanguageModel(L.LightningModule):
         if aux:
             self.log("loss/total", loss)
         self.log("lr", self.optimizers().param_groups[0]["lr"])
-        stats = getattr(self.model, "stats", None)
-        if stats is not None and self.global_step % self.log_every == 0:
-            for name, value in stats().items():
+        if self.global_step % self.log_every == 0:
+            for name, value in self.model.stats().items():
                 self.log(name, float(value))
         return loss
 
@@ -195,7 +192,7 @@ def tracker_states(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
         >>> tracker_states(build_model(presets.get("debug")))
         {}
     """
-    from glassformer.archs.mlp.transcoder import DeadLatentTracker
+    from glassformer.archs.mlp.dead_latents import DeadLatentTracker
 
     return {name: {"tokens_since_fired": m.tokens_since_fired.detach().cpu().clone(), "tokens_seen": m.tokens_seen}
             for name, m in model.named_modules() if isinstance(m, DeadLatentTracker)}
@@ -211,7 +208,7 @@ def load_tracker_states(model: torch.nn.Module, states: dict[str, dict[str, Any]
         ...
         ValueError: the checkpoint has dead-latent trackers ['blocks.0.mlp.tracker'] but the model has []: resume with the model config the checkpoint was trained with
     """
-    from glassformer.archs.mlp.transcoder import DeadLatentTracker
+    from glassformer.archs.mlp.dead_latents import DeadLatentTracker
 
     trackers = {name: m for name, m in model.named_modules() if isinstance(m, DeadLatentTracker)}
     if set(trackers) != set(states):

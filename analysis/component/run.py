@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from glassformer.analysis.capability import task_capability
+from glassformer.analysis.capability import (
+    GATE_HEADER,
+    capability_gate,
+    gate_columns,
+    gate_notes,
+    model_logit_diffs,
+    task_capability,
+)
 from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.component.ablation import writer_means
 from glassformer.analysis.component.attribution import attribute
@@ -93,11 +100,17 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     entry: dict[str, Any] = {"status": "ok", "description": description, "n_pairs": len(batch),
                              "seed": config.seed, "example": batch.pairs[0].example(),
                              "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
+    fas = {who: Faithfulness(model, graph, b, config.ablation, mu) for who, (model, b, mu) in runs.items()}
+    entry["gate"] = {who: _gate(model, b, fas[who], config) for who, (model, b, _) in runs.items()}
+    entry["capable"] = entry["gate"]["model"]["passed"]
+    # A task without capability is never sized: every subject is skipped (controls are sized beside a capable
+    # model only, where they are the sanity check).
+    sized = runs if entry["capable"] or config.size_gated_out else {}
     evaluations: dict[str, dict[str, Any]] = {}
-    for who, (model, b, mu) in runs.items():
+    for who, (model, b, mu) in sized.items():
         att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps,
                         acdc_threshold=config.acdc_threshold)
-        fa = Faithfulness(model, graph, b, config.ablation, mu)
+        fa = fas[who]
         evaluations[who] = {"attribution": att, "faithfulness": fa,
                             "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}
         evaluations[who]["results"] = {s: evaluate_ranking(fa, r) for s, r in evaluations[who]["rankings"].items()}
@@ -111,12 +124,11 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
                       for who in ("model", *CONTROLS)}
         c["signal"] = {who: ev["results"][selection]["signal"] for who, ev in evaluations.items()}
         c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
-        c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
-                         for who, ev in evaluations.items()}
+        c["baseline"] = {who: {"m_model": fa.m_model, "m_empty": fa.m_empty} for who, fa in fas.items()}
         c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
                                 for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
                           for who, ev in evaluations.items()}
-        n08 = c[SIZE_KEYS[0]]["model"]["edges"]
+        n08 = (c[SIZE_KEYS[0]]["model"] or {}).get("edges")
         if n08 is not None:
             mask = torch.zeros(graph.n_edges, dtype=torch.bool)
             mask[evaluations["model"]["rankings"][selection][:n08]] = True
@@ -128,38 +140,66 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     return entry
 
 
+def _gate(model: Any, batch: TaskBatch, fa: Faithfulness, config: AnalysisConfig) -> dict[str, Any]:
+    """The capability gate of one subject: the whole model against the empty circuit (every edge ablated)."""
+    empty = fa.per_pair(torch.zeros(1, fa.graph.n_edges, dtype=torch.bool))[0]
+    return capability_gate(model_logit_diffs(model, batch), empty, alpha=config.gate_alpha,
+                           min_logit_diff=config.gate_min_logit_diff)
+
+
+def capable(task: dict[str, Any]) -> bool:
+    """Whether the model passed the capability gate on ``task`` (a task entry of analysis.json).
+
+    Example:
+        >>> capable({"status": "ok", "gate": {"model": {"passed": False}}})
+        False
+    """
+    return task.get("status") == "ok" and bool(((task.get("gate") or {}).get("model") or {}).get("passed"))
+
+
+def gate_counts(tasks: dict[str, Any]) -> dict[str, Any]:
+    """The summary's gate fields: how many tasks passed, which did not, and where a control passed (it must not).
+
+    Example:
+        >>> t = {"a": {"status": "ok", "gate": {"model": {"passed": True}, "random_init": {"passed": False}}},
+        ...      "b": {"status": "ok", "gate": {"model": {"passed": False}}}}
+        >>> gate_counts(t)
+        {'n_tasks_gated_in': 1, 'gated_out': ['b'], 'controls_passing_gate': {'random_init': [], 'shuffled_labels': []}}
+    """
+    ok = {n: t for n, t in tasks.items() if t.get("status") == "ok"}
+    return {"n_tasks_gated_in": sum(capable(t) for t in ok.values()),
+            "gated_out": [n for n, t in ok.items() if not capable(t)],
+            "controls_passing_gate": {who: [n for n, t in ok.items()
+                                            if ((t.get("gate") or {}).get(who) or {}).get("passed")]
+                                      for who in CONTROLS}}
+
+
 def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any]]:
-    """Geometric means over the analysed tasks of N_0.8 and N_0.9 (edges), beside their controls: over every
-    task, and over the tasks where each subject has signal.
+    """Geometric means of N_0.8 and N_0.9 (edges), beside their controls, over the tasks where the model passed
+    the capability gate only (a size without capability measures nothing), with how many passed.
 
     Example:
         >>> summary(run["tasks"], config)[0]["geomean_N_0.8"]["model"]  # doctest: +SKIP
         16.8
     """
     ok = [t for t in tasks.values() if t["status"] == "ok"]
+    gated_in = [t for t in ok if capable(t)]
     out = []
     for i, selection in enumerate(config.selections):
         row: dict[str, Any] = run_fields(config)
-        row.update(selection=selection, n_tasks=len(ok))
-        who_all = WHO
-        # A size measured without signal (the model's logit difference is not clearly above the empty circuit's)
-        # is noise over noise: the second mean leaves those tasks out, per subject.
-        with_signal = {who: [t for t in ok if t["circuits"][i]["signal"].get(who)] for who in who_all}
-        row["n_tasks_with_signal"] = {who: len(ts) for who, ts in with_signal.items()}
+        row.update(selection=selection, n_tasks=len(ok), **gate_counts(tasks))
         for key in SIZE_KEYS:
             row[f"geomean_{key}"] = {
-                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in ok])
-                for who in who_all}
-            row[f"signal_geomean_{key}"] = {
-                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in with_signal[who]])
-                for who in who_all}
+                who: geometric_mean([(t["circuits"][i][key].get(who) or {}).get("edges") for t in gated_in])
+                for who in WHO}
         out.append(row)
     return out
 
 
 def format_table(result: dict[str, Any]) -> list[str]:
-    """Lines of the component-level table: per task capability, then each size with the controls beside it,
-    then the geometric means (over every task, and over the tasks with signal)."""
+    """Lines of the component-level table: per task the gate verdict, accuracy and gap (model minus empty
+    circuit, logits), then each size with the controls beside it, then the geometric means over the tasks that
+    passed the gate; under it, why each task failed and any control that passed (it must not)."""
     s, lines = result["settings"], []
     ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
     width = max([len(n) for n in result["tasks"]] + [8])
@@ -167,25 +207,19 @@ def format_table(result: dict[str, Any]) -> list[str]:
         lines.append("")
         lines.append(f"circuits by {selection}; each number [random_init | shuffled_labels]; "
                      f"E = {result['graph']['n_edges']} edges")
-        header = f"{'task':<{width}}  {'acc':>5} {'loss':>6}  " + "  ".join(
-            f"{k:<26}" for k in (*SIZE_KEYS, *AREA_KEYS))
+        header = f"{'task':<{width}}  {GATE_HEADER}  " + "  ".join(f"{k:<26}" for k in (*SIZE_KEYS, *AREA_KEYS))
         lines.append(header)
         for name, t in ok.items():
             c = t["circuits"][i]
             cells = [_cell(c, k, _edges) for k in SIZE_KEYS] + [_cell(c, k, _area) for k in AREA_KEYS]
-            capm = t["capability"]["model"]
-            lines.append(f"{name:<{width}}  {capm['accuracy']:>5.2f} {capm['loss']:>6.3f}  "
-                         + "  ".join(f"{x:<26}" for x in cells))
+            lines.append(f"{name:<{width}}  {gate_columns(t)}  " + "  ".join(f"{x:<26}" for x in cells))
         summary = result["summary"][i]
-        n = summary.get("n_tasks_with_signal")  # analyses written before the signal-only row lack it
-        rows = [("geomean", "geomean_", "")]
-        if n is not None:
-            counts = f"{n['model']} [" + " | ".join(str(n[w]) for w in CONTROLS if w in n) + "]"
-            rows.append(("geomean, signal", "signal_geomean_", f"  over the tasks with signal: {counts}"))
-        for label, prefix, note in rows:
-            geo = [_cell({k: summary[prefix + k], "signal": {}}, k, _geo) for k in SIZE_KEYS]
-            lines.append(f"{label:<{width}}  {'':>5} {'':>6}  " + "  ".join(f"{x:<26}" for x in geo) + note)
-    return lines
+        n_in = summary.get("n_tasks_gated_in")  # analyses written before the gate lack it
+        note = f"  over the {n_in} of {summary['n_tasks']} tasks that passed the gate" if n_in is not None else ""
+        geo = [_cell({k: summary["geomean_" + k], "signal": {}}, k, _geo) for k in SIZE_KEYS]
+        lines.append(f"{'geomean':<{width}}  {'':<{len(GATE_HEADER)}}  " + "  ".join(f"{x:<26}" for x in geo)
+                     + note)
+    return [*lines, *gate_notes(ok)]
 
 
 def _edges(v: Any) -> str:
@@ -211,4 +245,6 @@ def _cell(c: dict[str, Any], key: str, fmt: Any) -> str:
 
 LEVEL = Level(name="component", graph=ComponentGraph, means=ablated_values, graph_record=graph_record,
               settings=settings_record, analyze_task=analyze_task, summary=summary, table=format_table,
-              table_notes=("? = logit difference not clearly above the empty circuit's, so f is noise over noise",))
+              table_notes=("gate: in = the model passed the capability gate (one-sided: above the empty circuit, "
+                           "accuracy above chance, gap at least the minimum); out = never sized, never averaged",
+                           "? = logit difference not clearly above the empty circuit's, so f is noise over noise"))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from glassformer.analysis.capability import GATE_HEADER, gate_columns, gate_notes
 from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.node.attribution import NODE_SCORES, agreement, attribute_nodes
 from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
@@ -33,7 +34,7 @@ from glassformer.analysis.node.masks import (
     smallest_circuit,
     split_pairs,
 )
-from glassformer.analysis.tasks.base import TaskBatch
+from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 if TYPE_CHECKING:
     from glassformer.analysis.config import AnalysisConfig
@@ -124,16 +125,9 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
     if config.controls:
         runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
         runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(config.seed), means["model"])
-    model, _, model_means = runs["model"]
-    found = {"model": circuit_for(model, graph, batch, model_means, config)}
-    control_config = config
-    if config.method == "mask":
-        # The controls reuse the (k_coef, lr) chosen for the model: the same procedure, a third of the cost.
-        chosen = found["model"]["chosen"]
-        control_config = replace(config, mask=replace(config.mask, search=((chosen["k_coef"], chosen["lr"]),)))
-    for who, (m, b, mu) in runs.items():
-        if who != "model":
-            found[who] = circuit_for(m, graph, b, mu, control_config)
+    gate = {who: node_gate(m, graph, b, mu, config) for who, (m, b, mu) in runs.items()}
+    # A task without capability is never sized, for no subject (controls are sized beside a capable model only).
+    found = _circuits(runs, graph, config) if gate["model"]["passed"] or config.size_gated_out else {}
     c: dict[str, Any] = run_fields(config)
     c.update(selection=config.method, n_nodes_total=graph.n_nodes)
     for key in ("nodes", "edges", "loss", "reached", "loss_full", "loss_empty", "bracket", "nodes_by_kind",
@@ -143,13 +137,44 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
     if config.method == "mask":
         for key in ("chosen", "search", "active", "agreement"):
             c[key] = {who: found.get(who, {}).get(key) for who in WHO}
-    keep = found["model"]["keep"]
+    keep = found.get("model", {}).get("keep")
     c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]
                     if keep is not None else None)
     return {"status": "ok", "description": description, "n_pairs": len(batch), "seed": config.seed,
             "example": batch.pairs[0].example() if batch.pairs else None,
             "capability": {who: task_capability(m, b) for who, (m, b, _) in runs.items()},
+            "gate": gate, "capable": gate["model"]["passed"],
             "circuits": [c], "seconds": {"total": time.perf_counter() - start}}
+
+
+def _circuits(runs: dict[str, Any], graph: NodeGraph, config: AnalysisConfig) -> dict[str, Any]:
+    model, batch, model_means = runs["model"]
+    found = {"model": circuit_for(model, graph, batch, model_means, config)}
+    control_config = config
+    if config.method == "mask":
+        # The controls reuse the (k_coef, lr) chosen for the model: the same procedure, a third of the cost.
+        chosen = found["model"]["chosen"]
+        control_config = replace(config, mask=replace(config.mask, search=((chosen["k_coef"], chosen["lr"]),)))
+    for who, (m, b, mu) in runs.items():
+        if who != "model":
+            found[who] = circuit_for(m, graph, b, mu, control_config)
+    return found
+
+
+@torch.no_grad()
+def node_gate(model: Any, graph: NodeGraph, batch: TaskBatch, means: Any, config: AnalysisConfig) -> dict[str, Any]:
+    """The capability gate of one subject at node level: the whole model against every node ablated, on all pairs.
+
+    Example:
+        >>> node_gate(model, graph, batch, means, AnalysisConfig(level="node"))["passed"]  # doctest: +SKIP
+        True
+    """
+    from glassformer.analysis.capability import capability_gate, model_logit_diffs
+
+    empty_logits = GatedModel(model, graph, batch, config.ablation, means).logits(torch.zeros(1, graph.n_nodes))[0]
+    empty = logit_diff(empty_logits[:, None], batch).float()
+    return capability_gate(model_logit_diffs(model, batch), empty, alpha=config.gate_alpha,
+                           min_logit_diff=config.gate_min_logit_diff)
 
 
 def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any]]:
@@ -165,13 +190,18 @@ def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any
         >>> round(row["geomean_nodes"]["model"], 6), row["tasks_reached"]["model"]
         (8.0, 2)
     """
+    from glassformer.analysis.component.run import capable, gate_counts
+
     ok = [t for t in tasks.values() if t["status"] == "ok"]
+    # Analyses written before the gate have no gate record: every task counts, as it did then.
+    gated_in = [t for t in ok if "gate" not in t or capable(t)]
     row: dict[str, Any] = run_fields(config)
-    row.update(selection=config.method, n_tasks=len(ok))
+    row.update(selection=config.method, n_tasks=len(ok), **gate_counts(tasks))
+    row["n_tasks_gated_in"] = len(gated_in)
     for key in ("nodes", "edges"):
-        row[f"geomean_{key}"] = {who: geometric_mean([t["circuits"][0][key].get(who) for t in ok], floor=1.0)
-                                 for who in WHO}
-    row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) for t in ok) for who in WHO}
+        row[f"geomean_{key}"] = {who: geometric_mean([t["circuits"][0][key].get(who) for t in gated_in],
+                                                     floor=1.0) for who in WHO}
+    row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) for t in gated_in) for who in WHO}
     return [row]
 
 
@@ -184,25 +214,27 @@ def format_table(result: dict[str, Any]) -> list[str]:
              f"{result['graph'].get('n_edges')} edges in the whole model", ""]
     ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
     width = max([len(n) for n in result["tasks"]] + [8])
-    lines.append(f"{'task':<{width}}  {'acc':>5} {'loss':>6}  {'nodes':<22}{'edges':<26}{'loss at size':<14}"
+    lines.append(f"{'task':<{width}}  {GATE_HEADER}  {'nodes':<22}{'edges':<26}{'loss at size':<14}"
                  + ("spearman/overlap" if s["method"] == "mask" else ""))
     for name, t in ok.items():
         c = t["circuits"][0]
-        cap = t["capability"]["model"]
         agree = ""
         if s["method"] == "mask" and c.get("agreement", {}).get("model"):
             a = c["agreement"]["model"]
             agree = f"{_num(a['spearman'], 2)}/{_num(a['overlap'], 2)}"
-        lines.append(f"{name:<{width}}  {cap['accuracy']:>5.2f} {cap['loss']:>6.3f}  {_cell(c, 'nodes'):<22}"
+        lines.append(f"{name:<{width}}  {gate_columns(t)}  {_cell(c, 'nodes'):<22}"
                      f"{_cell(c, 'edges'):<26}{_num(c['loss']['model'], 3) + ('' if c['reached']['model'] else '!'):<14}"
                      + agree)
     row = result["summary"][0]
     geo = {k: f"{_num(row[f'geomean_{k}'].get('model'), 1)} [" + " | ".join(
         _num(row[f"geomean_{k}"].get(w), 1) for w in WHO[1:] if w in s["controls"]) + "]" for k in ("nodes", "edges")}
-    lines.append(f"{'geomean':<{width}}  {'':>5} {'':>6}  {geo['nodes']:<22}{geo['edges']:<26}"
-                 f"reached {row['tasks_reached']['model']}/{row['n_tasks']}")
+    n_in = row.get("n_tasks_gated_in", row["n_tasks"])
+    lines.append(f"{'geomean':<{width}}  {'':<{len(GATE_HEADER)}}  {geo['nodes']:<22}{geo['edges']:<26}"
+                 f"reached {row['tasks_reached']['model']}/{n_in} of the {n_in} of {row['n_tasks']} tasks that "
+                 f"passed the gate")
     lines.append("- = target not reached (the loss column then shows the lowest loss found, marked !)")
-    return lines
+    lines.append("gate: in = the model passed the capability gate; out = never sized, never averaged")
+    return [*lines, *gate_notes(ok)]
 
 
 def _num(v: Any, digits: int) -> str:

@@ -75,15 +75,16 @@ def hidden_site(cfg: Any) -> tuple[str, int]:
         >>> hidden_site(presets.get("debug", mlp=TranscoderConfig(expansion_factor=2)))
         ('hook_latents', 128)
     """
+    mlp = _meta_mlp(cfg)
+    return mlp.hidden_hook, mlp.hidden_width
+
+
+def _meta_mlp(cfg: Any) -> Any:
+    """The MLP of ``cfg``'s variant built on the meta device (no memory): its contract answers shape questions."""
     from glassformer.archs import MLP_REGISTRY
 
     with torch.device("meta"):
-        mlp = MLP_REGISTRY.build(cfg.mlp_config, cfg)
-    hook = "hook_latents" if hasattr(mlp, "hook_latents") else "hook_post"
-    if not hasattr(mlp, hook) or not hasattr(mlp, "output_weights"):
-        raise ValueError(f"MLP kind {cfg.mlp_config.kind!r} has no hook_post/hook_latents or output_weights(): "
-                         "node-level analysis needs both")
-    return hook, int(mlp.output_weights().shape[0])
+        return MLP_REGISTRY.build(cfg.mlp_config, cfg)
 
 
 class NodeGraph:
@@ -204,6 +205,9 @@ class NodeGraph:
                 counts[key] += int(kout @ (W != 0).float() @ kin)
 
         rotary = self.cfg.positional == "rotary"
+        # Without a model, the variant's own MLP (on the meta device) says whether it has a skip path.
+        skip_in_config = (weights is None and not self.cfg.attn_only
+                          and _meta_mlp(self.cfg).skip_weights() is not None)
         for l in range(self.cfg.n_layers):
             w = weights[l] if weights is not None else {}
             for ch in "qkv":
@@ -215,8 +219,7 @@ class NodeGraph:
             if not self.cfg.attn_only:
                 between("mlp_in", w.get("W_in"), f"m{l}.hidden", f"m{l}.in")
                 between("mlp_out", w.get("W_out"), f"m{l}.out", f"m{l}.hidden")
-                has_skip = w.get("W_skip") is not None if weights is not None else getattr(self.cfg.mlp_config,
-                                                                                             "skip", False)
+                has_skip = w.get("W_skip") is not None if weights is not None else skip_in_config
                 if has_skip:
                     between("skip", w.get("W_skip"), f"m{l}.out", f"m{l}.in")
         written = torch.zeros(self.cfg.d_model)  # (d_model,) kept write sites so far, per channel
@@ -241,16 +244,11 @@ def _weights(model: Any) -> list[dict[str, Tensor]]:
         mlp = block.mlp
         if mlp is not None:
             w["gain_m"] = block.ln2.weight
-            if hasattr(mlp, "W_enc"):
-                w["W_in"] = mlp.W_enc  # (n_latents, d_model)
-            elif isinstance(getattr(mlp, "W_in", None), torch.nn.Linear):
-                w["W_in"] = mlp.W_in.weight  # (d_mlp, d_model)
-            else:
-                raise ValueError(f"MLP {type(mlp).__name__} has neither W_enc nor a linear W_in: node edges need "
-                                 "its input weights")
+            w["W_in"] = mlp.input_weights()  # (width, d_model): W_in of neurons, W_enc of latents
             w["W_out"] = mlp.output_weights().T  # (d_model, width)
-            if getattr(mlp, "W_skip", None) is not None:
-                w["W_skip"] = mlp.W_skip
+            skip = mlp.skip_weights()  # (d_model, d_model) or None
+            if skip is not None:
+                w["W_skip"] = skip
         out.append({k: v.detach().cpu() for k, v in w.items()})
     return out
 

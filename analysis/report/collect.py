@@ -179,6 +179,11 @@ def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             "unit": "nodes" if key == "nodes" else _unit(entries),
             "n_total": next((int(n) for n in totals if isinstance(n, int)), None),
             "n_tasks": int(row.get("n_tasks", 0)),
+            # Runs made since the capability gate average only the tasks it let in; older runs lack these fields.
+            "n_tasks_gated_in": row.get("n_tasks_gated_in") if isinstance(row.get("n_tasks_gated_in"), int) else None,
+            "controls_passing_gate": None if not isinstance(row.get("controls_passing_gate"), dict) else {
+                who: [str(n) for n in names] for who, names in row["controls_passing_gate"].items()
+                if who in CONTROLS},
             "geomean": {who: _finite((row.get(f"geomean_{key}") or {}).get(who)) for who in WHO},
         }
     tasks: dict[str, dict[str, Any]] = {}
@@ -205,10 +210,15 @@ def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             # Component circuits flag whether f rises clearly above the empty circuit ("signal"); node circuits
             # whether the target loss was reached: either way, a size without it measures nothing.
             signal = c.get("signal") if c.get("signal") is not None else c.get("reached")
+            signal = {who: bool(v) for who, v in (signal or {}).items() if v is not None}
+            gate = read_gate(t.get("gate"))
+            if gate.get("model") is not None:
+                # A task the model failed the capability gate on has no circuit to speak of, whatever f did.
+                signal["model"] = signal.get("model", False) and gate["model"]["passed"]
             top = (c.get("top_edges") or {}).get("model") or []
             rec["circuits"][level] = {
                 "size": {who: size_value((c.get(key) or {}).get(who)) for who in WHO},
-                "signal": {who: bool(v) for who, v in (signal or {}).items() if v is not None},
+                "signal": signal, "gate": gate,
                 "CPR": {who: _finite((c.get("CPR") or {}).get(who)) for who in WHO},
                 "CMD": {who: _finite((c.get("CMD") or {}).get(who)) for who in WHO},
                 "curves": {who: _curve(v) for who, v in (c.get("faithfulness_curve") or {}).items()},
@@ -216,6 +226,22 @@ def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
                 "nodes": [str(n) for n in (c.get("circuit") or c.get("circuit_nodes") or [])],
             }
     return sizes, list(tasks.values())
+
+
+def read_gate(gate: Any) -> dict[str, Any]:
+    """The capability gate of one task as the report keeps it: per subject whether it passed, the accuracy, the
+    gap (model minus empty circuit, logits) and the reasons it failed; empty for analyses made before the gate.
+
+    Example:
+        >>> read_gate({"model": {"passed": False, "accuracy": 0.5, "gap": -1.5, "reasons": ["not above"]}})
+        {'model': {'passed': False, 'accuracy': 0.5, 'gap': -1.5, 'reasons': ['not above']}}
+    """
+    out = {}
+    for who, g in (gate or {}).items():
+        if who in WHO and isinstance(g, dict):
+            out[who] = {"passed": bool(g.get("passed")), "accuracy": _finite(g.get("accuracy")),
+                        "gap": _finite(g.get("gap")), "reasons": [str(r) for r in g.get("reasons") or []]}
+    return out
 
 
 def read_metrics(model_dir: Path) -> list[dict[str, str]]:

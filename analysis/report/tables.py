@@ -53,11 +53,18 @@ def summary_table(report: dict[str, Any]) -> Table:
                "; ".join(m["constraints"]) or "dense", str(m["n_params"]), str(m["n_nonzero_params"]),
                str(m["training"].get("tokens_seen") if m["training"].get("tokens_seen") is not None else "-"),
                fmt(m["capability"]["val_loss"], 3)]
-        row += [size_cell((m["sizes"].get(lv) or {}).get("geomean", {})) for lv in levels]
+        row += [size_cell((m["sizes"].get(lv) or {}).get("geomean", {})) + _gated_in(m["sizes"].get(lv))
+                for lv in levels]
         rows.append(row)
     return Table("Models", header, rows, note="Validation loss in nats/token. Circuit sizes are geometric means "
-                 "over the analysed tasks of the smallest circuit reaching the target, with the same measurement "
-                 "on a randomly initialised model and on shuffled labels beside them.")
+                 "over the tasks where the model passed the capability gate (shown per level as tasks: passed/"
+                 "analysed) of the smallest circuit reaching the target, with the same measurement on a randomly "
+                 "initialised model and on shuffled labels beside them.")
+
+
+def _gated_in(sizes: dict[str, Any] | None) -> str:
+    n = (sizes or {}).get("n_tasks_gated_in")
+    return "" if n is None else f", tasks: {n}/{sizes['n_tasks']}"
 
 
 def _key(report: dict[str, Any], level: str) -> str:
@@ -67,23 +74,57 @@ def _key(report: dict[str, Any], level: str) -> str:
     return "size"
 
 
+def gate_cell(gate: dict[str, Any] | None) -> str:
+    """The model's capability gate on a task: ``in``/``out`` with the gap (model minus empty circuit, logits).
+
+    Example:
+        >>> gate_cell({"model": {"passed": False, "accuracy": 0.5, "gap": -1.47, "reasons": []}})
+        'out (gap -1.47)'
+    """
+    g = (gate or {}).get("model")
+    if g is None:
+        return "-"
+    return f"{'in' if g['passed'] else 'out'} (gap {fmt(g['gap'], 2)})"
+
+
+def controls_cell(gate: dict[str, Any] | None) -> str:
+    """The sanity check: ``yes`` when every control measured found no capability (failed the gate), else ``no``
+    with the controls that passed it.
+
+    Example:
+        >>> controls_cell({"model": {"passed": True}, "random_init": {"passed": True}, "shuffled_labels": {"passed": False}})
+        'no: random init passed'
+    """
+    measured = {who: g for who, g in (gate or {}).items() if who in CONTROLS}
+    if not measured:
+        return "-"
+    passed = [who.replace("_", " ") for who, g in measured.items() if g["passed"]]
+    return "yes" if not passed else f"no: {', '.join(passed)} passed"
+
+
 def task_table(report: dict[str, Any], level: str) -> Table:
     models = report["models"]
-    header = ["task"] + [f"{m['name']}: accuracy" for m in models] + [f"{m['name']}: {_key(report, level)}"
-                                                                       for m in models]
+    header = ["task"] + [f"{m['name']}: accuracy" for m in models] + [f"{m['name']}: gate" for m in models] + [
+        f"{m['name']}: controls found no capability" for m in models] + [f"{m['name']}: {_key(report, level)}"
+                                                                         for m in models]
     rows = []
     for name in task_names(report, level):
-        accs, sizes = [], []
+        accs, gates, sanity, sizes = [], [], [], []
         for m in models:
             t = next((t for t in m["tasks"] if t["name"] == name and t.get("status") == "ok"), None)
             c = t["circuits"].get(level) if t else None
             accs.append(fmt((t or {}).get("capability", {}).get("model", {}).get("accuracy"), 2))
+            gates.append(gate_cell((c or {}).get("gate")))
+            sanity.append(controls_cell((c or {}).get("gate")))
             sizes.append(size_cell(c["size"], c["signal"]) if c else "-")
-        rows.append([name, *accs, *sizes])
+        rows.append([name, *accs, *gates, *sanity, *sizes])
     skipped = sorted({f"{t['name']} ({m['name']}: {t['reason']})" for m in models for t in m["tasks"]
                       if t.get("status") != "ok"})
     note = ("Each size: model [random init | shuffled labels]. ? = the logit difference is not clearly above the "
-            "empty circuit's, so the size measures noise.")
+            "empty circuit's, or the model failed the capability gate, so the size measures noise. Gate: in = the "
+            "model's logit difference is above the empty circuit's (one-sided test), its accuracy above chance, and "
+            "the gap (model minus empty circuit, logits) at least the minimum; out = no capability: never sized "
+            "and never in a geometric mean. The controls must find no capability.")
     if skipped:
         note += " Skipped: " + "; ".join(skipped) + "."
     return Table(f"Circuit size per task, {level} level", header, rows, note)

@@ -117,8 +117,8 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
                          f"({row['loss_delta']:+.3f} nats, {row['loss_delta_percent']:+.1f}%);")
         for level, c in row["levels"].items():
             if c["judgement"] == "no signal":
-                parts.append(f"at {level} level no task has circuits with signal in both models, so circuit "
-                             f"sizes cannot be compared;")
+                parts.append(f"at {level} level no task has circuits with signal in both models (the model must "
+                             f"also pass the capability gate), so circuit sizes cannot be compared;")
                 continue
             ratio = (f"{_f(c['times_smaller'], 2)}x smaller" if c["times_smaller"] >= 1
                      else f"{_f(c['times_larger'], 2)}x larger")
@@ -133,9 +133,36 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
                          f"{_f(c['base_size'], 1)} {c['unit']} over {c['n_tasks']} tasks with signal in both)"
                          + (f"; the controls' ratios are {ctrl}, {why};" if ctrl else f"; {why};"))
         lines.append(" ".join(parts).rstrip(";") + ".")
+    lines += sanity_lines(report["models"])
     for level, names in report.get("pareto", {}).items():
         if names:
             lines.append(f"Pareto frontier of validation loss against {level} circuit size: {', '.join(names)}.")
+    return lines
+
+
+def sanity_lines(models: list[dict[str, Any]]) -> list[str]:
+    """Sentences on the controls as sanity checks: each control that passed the capability gate somewhere (it
+    must not: a random model or shuffled labels carry no capability), or one line saying none did.
+
+    Example:
+        >>> m = {"name": "dense", "sizes": {"node": {"controls_passing_gate": {"random_init": ["induction"]}}}}
+        >>> sanity_lines([m])
+        ['Sanity check failed: in dense at node level the random init control passed the capability gate on induction.']
+    """
+    lines, checked = [], False
+    for m in models:
+        for level, sizes in m["sizes"].items():
+            passing = sizes.get("controls_passing_gate")
+            if passing is None:
+                continue
+            checked = True
+            for who, names in passing.items():
+                if names:
+                    lines.append(f"Sanity check failed: in {m['name']} at {level} level the "
+                                 f"{CONTROL_WORDS.get(who, who)} control passed the capability gate on "
+                                 f"{', '.join(names)}.")
+    if checked and not lines:
+        lines.append("Sanity check: the controls found no capability on any task (none passed the capability gate).")
     return lines
 
 

@@ -36,6 +36,7 @@ from glassformer.archs.convert.splice import (
     set_mode,
     splice_report,
 )
+from glassformer.archs.mlp.base import MLP
 from glassformer.archs.transformer import Transformer
 
 
@@ -113,7 +114,7 @@ def mlp_metrics(mlp: nn.Module, x: Tensor, y: Tensor, *, batch_tokens: int = 409
             y_hat = mlp(xb).float()
             err += float((yb - y_hat).pow(2).sum(dtype=torch.float64))
             var += float((yb - mean).pow(2).sum(dtype=torch.float64))
-            l0 = getattr(mlp, "stats", lambda: {})().get("l0")
+            l0 = mlp.stats().get("l0") if isinstance(mlp, MLP) else None  # a plain module reports nothing
             if l0 is not None:
                 l0_sum, l0_count = l0_sum + float(l0) * xb.shape[0], l0_count + xb.shape[0]
     return {"fvu": err / max(var, 1e-12), "l0": l0_sum / l0_count if l0_count else None}
@@ -140,16 +141,20 @@ def warm_start_(replacement: nn.Module, original: nn.Module) -> list[str]:
             if name in own and own[name].shape == p.shape:
                 own[name].copy_(p)
                 copied.append(name)
-        W_in, W_out = getattr(original, "W_in", None), getattr(original, "W_out", None)
-        if (not copied and isinstance(W_in, nn.Linear) and isinstance(W_out, nn.Linear)
+        # Units and latents are matched by their state-dict names (W_in/W_out linears against the transcoder's
+        # W_enc/b_enc/W_dec/b_dec), the names tests/archs/test_state_dict_keys.py pins down.
+        theirs = dict(original.named_parameters())
+        W_in, b_in = theirs.get("W_in.weight"), theirs.get("W_in.bias")  # (d_mlp, d_model), (d_mlp,)
+        W_out, b_out = theirs.get("W_out.weight"), theirs.get("W_out.bias")  # (d_model, d_mlp), (d_model,)
+        if (not copied and W_in is not None and W_out is not None
                 and all(n in own for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
-                and own["W_enc"].shape[1] == W_in.weight.shape[1]):
-            n = min(own["W_enc"].shape[0], W_in.weight.shape[0])
-            units = (W_in.weight.norm(dim=1) * W_out.weight.norm(dim=0)).topk(n).indices.sort().values  # (n,)
-            own["W_enc"][:n] = W_in.weight[units]
-            own["b_enc"][:n] = W_in.bias[units] if W_in.bias is not None else 0.0
-            own["W_dec"][:n] = W_out.weight.T[units]
-            own["b_dec"].copy_(W_out.bias if W_out.bias is not None else torch.zeros_like(own["b_dec"]))
+                and own["W_enc"].shape[1] == W_in.shape[1]):
+            n = min(own["W_enc"].shape[0], W_in.shape[0])
+            units = (W_in.norm(dim=1) * W_out.norm(dim=0)).topk(n).indices.sort().values  # (n,)
+            own["W_enc"][:n] = W_in[units]
+            own["b_enc"][:n] = b_in[units] if b_in is not None else 0.0
+            own["W_dec"][:n] = W_out.T[units]
+            own["b_dec"].copy_(b_out if b_out is not None else torch.zeros_like(own["b_dec"]))
             copied = [f"W_enc[:{n}]=W_in.weight", f"b_enc[:{n}]=W_in.bias", f"W_dec[:{n}]=W_out.weight^T",
                       "b_dec=W_out.bias"]
     return copied
@@ -189,7 +194,7 @@ def distill_mlp(
             idx = torch.randint(0, x.shape[0], (batch_tokens,), generator=gen).to(x.device)
             xb, yb = x[idx], y[idx]
             loss = fvu(yb, mlp(xb))
-            aux = getattr(mlp, "aux_losses", lambda: {})()
+            aux = mlp.aux_losses() if isinstance(mlp, MLP) else {}  # a plain module has no auxiliary terms
             if aux:
                 loss = loss + sum(aux.values())
             opt.zero_grad(set_to_none=True)

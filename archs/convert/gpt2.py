@@ -23,17 +23,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from torch import Tensor
 
 from glassformer.archs.config import ConfigError, ModelConfig
 from glassformer.archs.mlp.dense import DenseMLPConfig
 from glassformer.archs.model_dir import ModelDirError, read_json, save_model_dir
-
-if TYPE_CHECKING:
-    from glassformer.archs.transformer import Transformer
+from glassformer.archs.transformer import Transformer, build_model
 
 SUPPORTED_MODEL_TYPES = ("gpt2",)
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
@@ -61,8 +62,6 @@ def import_gpt2(path: str | Path) -> tuple[Transformer, str | None]:
         >>> model.cfg.n_layers, model.cfg.mlp.activation  # doctest: +SKIP
         (12, 'gelu_tanh')
     """
-    from glassformer.archs import build_model
-
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a Hugging Face model directory (no such folder)")
@@ -242,9 +241,6 @@ def _shards(index: Path) -> tuple[list[Path], list[str]]:
 
 
 def _read_safetensors(file: Path) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(file, device="cpu")
     except (SafetensorError, OSError) as e:
@@ -380,8 +376,6 @@ def read_gpt2_tokenizer(path: str | Path, d_vocab: int | None = None) -> str | N
         >>> tok.encode("Hello world").ids  # doctest: +SKIP
         [15496, 995]
     """
-    from tokenizers import Tokenizer
-
     path = Path(path)
     vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
     if (path / "tokenizer.json").is_file():
@@ -407,8 +401,6 @@ def read_gpt2_tokenizer(path: str | Path, d_vocab: int | None = None) -> str | N
 
 
 def _byte_level_bpe(path: Path) -> Any:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-
     vocab = _read_vocab(path / "vocab.json")
     merges = []
     for lineno, line in enumerate((path / "merges.txt").read_text(encoding="utf-8").splitlines(), start=1):

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
 from torch import Tensor
 
 from glassformer.archs.config import ModelConfig
@@ -128,8 +130,6 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
         files.update(tokenizer_files(tokenizer_json, cfg, special))
 
     def write(folder: Path) -> None:
-        from safetensors.torch import save_file
-
         save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
         for name, text in files.items():
             (folder / name).write_text(text, encoding="utf-8")
@@ -247,8 +247,6 @@ def _read_tokenizer(model_dir: Path, cfg: ModelConfig) -> str | None:
     path = model_dir / TOKENIZER_FILE
     if not path.is_file():
         return None
-    from tokenizers import Tokenizer
-
     text = path.read_text(encoding="utf-8")
     try:
         size = Tokenizer.from_str(text).get_vocab_size(with_added_tokens=True)

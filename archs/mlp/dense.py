@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.archs.hooks import HookPoint
+from glassformer.archs.mlp.base import MLP
+from glassformer.archs.validation import check
 
 
 @dataclass
@@ -22,13 +24,11 @@ class DenseMLPConfig:
     calls gelu_new), which imported GPT-2 checkpoints need to compute exactly what they were trained with."""
 
     def validate(self, model_cfg: Any) -> None:
-        from glassformer.archs.config import check
-
         check(self.activation in ("gelu", "gelu_tanh"), "model.mlp.activation", self.activation,
               "'gelu' or 'gelu_tanh'")
 
 
-class DenseMLP(nn.Module):
+class DenseMLP(MLP):
     """GELU MLP with hook points on the pre- and post-activation.
 
     Example:
@@ -54,9 +54,10 @@ class DenseMLP(nn.Module):
         post = self.hook_post(F.gelu(pre, approximate=approximate))
         return self.W_out(post)
 
+    def input_weights(self) -> Tensor:
+        """Input directions, one row per hidden unit: (d_mlp, d_model)."""
+        return self.W_in.weight
+
     def output_weights(self) -> Tensor:
         """Output directions, one row per hidden unit: (d_mlp, d_model)."""
         return self.W_out.weight.T
-
-    def aux_losses(self) -> dict[str, Tensor]:
-        return {}

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glassformer.archs.hooks import HookPoint
+from glassformer.archs.mlp.base import MLP
 
 
 @dataclass
@@ -26,8 +27,11 @@ class SoLUMLPConfig:
     kind: Literal["solu"] = "solu"
     """Registry key."""
 
+    def validate(self, model_cfg: Any) -> None:
+        """Nothing to check: SoLU has no settings of its own."""
 
-class SoLUMLP(nn.Module):
+
+class SoLUMLP(MLP):
     """SoLU MLP with TransformerLens's hook points: ``hook_pre``, ``hook_mid`` (before the LayerNorm), ``hook_post``.
 
     Example:
@@ -54,9 +58,10 @@ class SoLUMLP(nn.Module):
         post = self.hook_post(self.ln(mid))
         return self.W_out(post)
 
+    def input_weights(self) -> Tensor:
+        """Input directions, one row per hidden unit: (d_mlp, d_model)."""
+        return self.W_in.weight
+
     def output_weights(self) -> Tensor:
         """Output directions, one row per hidden unit: (d_mlp, d_model)."""
         return self.W_out.weight.T
-
-    def aux_losses(self) -> dict[str, Tensor]:
-        return {}

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.archs.config import check, check_positive_int
+from glassformer import kernels
 from glassformer.archs.hooks import HookPoint
-from glassformer.archs.mlp.transcoder import DeadLatentTracker
+from glassformer.archs.mlp.base import MLP
+from glassformer.archs.mlp.dead_latents import DeadLatentTracker
+from glassformer.archs.validation import check, check_positive_int
 
 
 @dataclass
@@ -44,7 +46,7 @@ class TopKMLPConfig:
         check_positive_int(self.dead_window_tokens, "model.mlp.dead_window_tokens")
 
 
-class TopKMLP(nn.Module):
+class TopKMLP(MLP):
     """Dense MLP with a per-token TopK on its hidden units; ``hook_pre`` / ``hook_post`` as in the dense MLP.
 
     Example:
@@ -63,32 +65,27 @@ class TopKMLP(nn.Module):
         self.tracker = DeadLatentTracker(model_cfg.mlp_width, cfg.dead_window_tokens)
         self.hook_pre = HookPoint()  # (B, T, d_mlp), dense pre-activations
         self.hook_post = HookPoint()  # (B, T, d_mlp), at most k non-zero per token
-        self._l0: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        from glassformer import kernels
-
         pre = self.hook_pre(self.W_in(x))  # (B, T, d_mlp)
         kept = kernels.topk_activation(pre, self.cfg.k, use_abs=False, impl=self.impl)
         act = F.relu(kept) if self.cfg.activation == "relu" else F.gelu(kept)
         post = self.hook_post(act)  # (B, T, d_mlp)
         with torch.no_grad():
             fired = post.detach().flatten(0, -2) != 0  # (N, d_mlp)
-            self._l0 = fired.sum(dim=-1).float().mean()
+            self.tracker.last_l0 = fired.sum(dim=-1).float().mean()
             if self.training:
                 self.tracker.update(fired.shape[0], fired.any(dim=0))
         return self.W_out(post)
+
+    def input_weights(self) -> Tensor:
+        """Input directions, one row per hidden unit: (d_mlp, d_model)."""
+        return self.W_in.weight
 
     def output_weights(self) -> Tensor:
         """Output directions, one row per hidden unit: (d_mlp, d_model)."""
         return self.W_out.weight.T
 
-    def aux_losses(self) -> dict[str, Tensor]:
-        return {}
-
     def stats(self) -> dict[str, float]:
         """``l0`` (mean non-zero hidden units per token, last forward) and ``dead_fraction``."""
-        out = {"dead_fraction": self.tracker.dead_fraction()}
-        if self._l0 is not None:
-            out["l0"] = float(self._l0)
-        return out
+        return self.tracker.stats()

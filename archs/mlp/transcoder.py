@@ -14,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glassformer.archs.config import check, check_positive_int
+from glassformer import kernels
 from glassformer.archs.hooks import HookPoint
+from glassformer.archs.mlp.base import MLP
+from glassformer.archs.mlp.dead_latents import DeadLatentTracker
+from glassformer.archs.validation import check, check_positive_int
 
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
 
@@ -101,42 +104,7 @@ class TranscoderConfig:
         check_positive_int(self.dead_window_tokens, "model.mlp.dead_window_tokens")
 
 
-class DeadLatentTracker(nn.Module):
-    """Training tokens since each latent last fired; a latent is dead after ``window_tokens`` of silence.
-
-    Counts are buffers (they follow the model's device) but not saved: a model directory stays weights-only.
-
-    Example:
-        >>> t = DeadLatentTracker(3, window_tokens=10)
-        >>> t.update(10, torch.tensor([True, False, False])); t.dead().tolist()
-        [False, True, True]
-    """
-
-    def __init__(self, n_latents: int, window_tokens: int):
-        super().__init__()
-        self.window = window_tokens
-        self.register_buffer("tokens_since_fired", torch.zeros(n_latents, dtype=torch.long), persistent=False)
-        self.tokens_seen = 0  # on the host, so "could anything be dead yet?" needs no device sync
-
-    @torch.no_grad()
-    def update(self, n_tokens: int, fired: Tensor) -> None:
-        """Advance by ``n_tokens``; ``fired`` (n_latents,) bool marks latents non-zero on any of them."""
-        self.tokens_since_fired += n_tokens
-        self.tokens_since_fired.masked_fill_(fired, 0)
-        self.tokens_seen += n_tokens
-
-    def may_have_dead(self) -> bool:
-        return self.tokens_seen >= self.window
-
-    def dead(self) -> Tensor:
-        """(n_latents,) bool."""
-        return self.tokens_since_fired >= self.window
-
-    def dead_fraction(self) -> float:
-        return float(self.dead().float().mean()) if self.may_have_dead() else 0.0
-
-
-class Transcoder(nn.Module):
+class Transcoder(MLP):
     """Transcoder MLP; codes pass through ``hook_latents`` (B, T, n_latents), pre-activations through ``hook_pre``.
 
     The TopK fast path never builds dense codes: it decodes the kept (index, value) pairs with
@@ -150,6 +118,8 @@ class Transcoder(nn.Module):
         >>> tuple(tc(torch.randn(2, 3, 8)).shape)
         (2, 3, 8)
     """
+
+    hidden_hook = "hook_latents"
 
     def __init__(self, cfg: TranscoderConfig, model_cfg: Any):
         super().__init__()
@@ -172,7 +142,6 @@ class Transcoder(nn.Module):
         self.hook_pre = HookPoint()  # (B, T, n_latents)
         self.hook_latents = HookPoint()  # (B, T, n_latents)
         self._aux: dict[str, Tensor] = {}
-        self._l0: Tensor | None = None
 
     def reset_variant_parameters(self) -> None:
         """Decoder and skip start at zero (EleutherAI sparsify): the layer starts as the constant ``b_dec``."""
@@ -189,8 +158,6 @@ class Transcoder(nn.Module):
 
     def _dense_codes(self, pre: Tensor) -> Tensor:
         """Codes (N, n_latents) for the activations without a sparse fast path."""
-        from glassformer import kernels
-
         act = self.cfg.activation
         if act == "relu":
             return F.relu(pre)
@@ -218,8 +185,6 @@ class Transcoder(nn.Module):
         self.threshold.copy_(torch.where(torch.isfinite(smallest), moved, self.threshold))
 
     def forward(self, x: Tensor) -> Tensor:
-        from glassformer import kernels
-
         shape = x.shape
         x_flat = x.reshape(-1, self.d_model)  # (N, d_model)
         pre = self.hook_pre(F.linear(x, self.W_enc, self.b_enc))  # (B, T, n_latents)
@@ -246,7 +211,7 @@ class Transcoder(nn.Module):
                 nonzero = codes.detach() != 0
                 n_fired = nonzero.sum()
                 fired = nonzero.any(dim=0)
-        self._l0 = n_fired.float() / x_flat.shape[0]
+        self.tracker.last_l0 = n_fired.float() / x_flat.shape[0]
         y = y_latent + self.b_dec
         if self.W_skip is not None:
             y = y + F.linear(x_flat, self.W_skip)
@@ -258,8 +223,6 @@ class Transcoder(nn.Module):
         return y.view(shape)
 
     def _aux_terms(self, pre: Tensor, codes: Tensor | None, y_latent: Tensor) -> dict[str, Tensor]:
-        from glassformer import kernels
-
         cfg, terms = self.cfg, {}
         if cfg.activation == "relu" and cfg.l1_coef > 0:
             terms["l1"] = cfg.l1_coef * (codes.abs() @ self.W_dec.norm(dim=1).to(codes.dtype)).mean()
@@ -275,8 +238,6 @@ class Transcoder(nn.Module):
 
         ``min(n_dead / k_aux, 1) * ||e_hat - e||^2 / ||e - mean(e)||^2``; exactly zero while no latent is dead.
         """
-        from glassformer import kernels
-
         if not self.tracker.may_have_dead():
             return pre.new_zeros(())
         dead = self.tracker.dead()  # (n_latents,)
@@ -293,9 +254,17 @@ class Transcoder(nn.Module):
         total_variance = (e - e.mean(dim=0)).pow(2).sum().clamp_min(1e-12)
         return scale * (e_hat - e).pow(2).sum() / total_variance
 
+    def input_weights(self) -> Tensor:
+        """Encoder directions, one row per latent: (n_latents, d_model)."""
+        return self.W_enc
+
     def output_weights(self) -> Tensor:
         """Output directions, one row per latent: (n_latents, d_model)."""
         return self.W_dec
+
+    def skip_weights(self) -> Tensor | None:
+        """``W_skip`` (d_model_out, d_model_in) of a skip transcoder, else None."""
+        return self.W_skip
 
     def aux_losses(self) -> dict[str, Tensor]:
         """Named terms of the last training forward, coefficients included: ``l1``, ``l0``, ``auxk``."""
@@ -303,7 +272,4 @@ class Transcoder(nn.Module):
 
     def stats(self) -> dict[str, float]:
         """``l0`` (mean non-zero latents per token, last forward) and ``dead_fraction``."""
-        out = {"dead_fraction": self.tracker.dead_fraction()}
-        if self._l0 is not None:
-            out["l0"] = float(self._l0)
-        return out
+        return self.tracker.stats()

@@ -29,7 +29,7 @@ def _validate(idx: Tensor, vals: Tensor, W: Tensor) -> None:
 
 
 def _unsupported(idx: Tensor, vals: Tensor, W: Tensor) -> str | None:
-    if idx.shape[1] == 0 or idx.shape[0] == 0 or W.shape[1] == 0:
+    if idx.shape[0] == 0 or W.shape[1] == 0:
         return f"empty shapes idx {tuple(idx.shape)}, W {tuple(W.shape)}"
     return dtype_problem("vals", vals) or dtype_problem("W", W)
 
@@ -38,13 +38,19 @@ def sparse_decode(idx: Tensor, vals: Tensor, W: Tensor, impl: str = "auto") -> T
     """Decode sparse codes: ``y[n] = sum_j vals[n, j] * W[idx[n, j]]``, shape (N, D).
 
     Args:
-        idx: (N, k) integer latent indices, each in [0, M) (checked: a bad one is a ValueError).
+        idx: (N, k) integer latent indices, each in [0, M) (checked: a bad one is a ValueError). ``k = 0`` is
+            allowed: every row is an empty sum, so ``y`` is zeros and W's gradient is zeros.
         vals: (N, k) the latents' values; differentiable.
         W: (M, D) decoder rows; differentiable. The Triton weight gradient sorts pairs by latent instead of
             using atomics, so it is bit-identical across runs.
         impl: "auto" (Triton for supported CUDA tensors, else the reference), "triton" or "reference".
 
-    Returns the dtype ``torch.result_type(vals, W)``; the maths is float32.
+    ``vals`` and ``W`` may differ in dtype: the result has ``torch.result_type(vals, W)`` and each gradient its
+    input's dtype. The maths is float32 (float64 in the reference when either input is float64). Triton takes
+    float32, float16 and bfloat16 and refuses the rest by a ValueError. (The CPU interpreter truncates float32
+    to bfloat16 where a GPU rounds to nearest even: at most one bfloat16 ulp, inside the bfloat16 tolerance of
+    ``glassformer.kernels.testing``, so it is allowed there.) NaN and inf propagate as IEEE sums do, at the same
+    positions in both paths (the sign of a NaN produced by arithmetic is not specified).
 
     Example:
         >>> import torch

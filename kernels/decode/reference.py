@@ -1,12 +1,10 @@
-"""The specification of the TopK sparse decode, in plain PyTorch (float32 maths)."""
+"""The specification of the TopK sparse decode, in plain PyTorch (float32 maths, float64 if an input is)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from glassformer.kernels._dispatch import upcast
 
 
 def sparse_decode_reference(idx: Tensor, vals: Tensor, W: Tensor) -> Tensor:
@@ -19,8 +17,13 @@ def sparse_decode_reference(idx: Tensor, vals: Tensor, W: Tensor) -> Tensor:
         tensor([[1., 0., 5.]])
     """
     out_dtype = torch.result_type(vals, W)
-    # embedding_bag never builds the (N, M) code matrix; its autograd gives both gradients sparsely.
-    y = F.embedding_bag(idx, upcast(W), per_sample_weights=upcast(vals), mode="sum")  # (N, D)
+    maths = torch.promote_types(out_dtype, torch.float32)  # float32, or float64 when either input is
+    N, k = idx.shape
+    # embedding_bag never builds the (N, M) code matrix; its autograd gives both gradients sparsely. Flat bags
+    # with explicit offsets, because a 2-D idx with k = 0 has no bag stride; an empty bag sums to 0.
+    offsets = torch.arange(N, device=idx.device) * k  # (N,)
+    y = F.embedding_bag(idx.reshape(-1), W.to(maths), offsets=offsets,
+                        per_sample_weights=vals.reshape(-1).to(maths), mode="sum")  # (N, D)
     return y.to(out_dtype)
 
 
@@ -37,8 +40,9 @@ def sparse_decode_grads_reference(idx: Tensor, vals: Tensor, W: Tensor, dY: Tens
         (tensor([[4.]]), tensor([[0., 0.],
                 [6., 8.]]))
     """
-    dY32 = upcast(dY)  # (N, D)
-    dvals = (upcast(W)[idx] * dY32[:, None, :]).sum(-1)  # (N, k)
-    dW = torch.zeros(W.shape, dtype=dY32.dtype, device=W.device)  # (M, D)
-    dW.index_add_(0, idx.reshape(-1), (upcast(vals)[:, :, None] * dY32[:, None, :]).reshape(-1, W.shape[1]))
+    maths = torch.promote_types(torch.result_type(vals, W), torch.float32)
+    dY_, W_, vals_ = dY.to(maths), W.to(maths), vals.to(maths)
+    dvals = (W_[idx] * dY_[:, None, :]).sum(-1)  # (N, k)
+    dW = torch.zeros(W.shape, dtype=maths, device=W.device)  # (M, D)
+    dW.index_add_(0, idx.reshape(-1), (vals_[:, :, None] * dY_[:, None, :]).reshape(-1, W.shape[1]))
     return dvals.to(vals.dtype), dW.to(W.dtype)

@@ -102,6 +102,8 @@ def sparse_decode_values_grad(idx: Tensor, W: Tensor, dY: Tensor, dtype: torch.d
     N, K = idx.shape
     D = W.shape[1]
     dvals = torch.empty((N, K), dtype=dtype, device=W.device)  # (N, k)
+    if K == 0:  # nothing to compute, and the kernel's k block would be empty
+        return dvals
     BLOCK_N, BLOCK_D = 16, _block_d(D)
     grid = (triton.cdiv(N, BLOCK_N),)
     _sparse_decode_bwd_vals_kernel[grid](
@@ -114,6 +116,8 @@ def sparse_decode_weight_grad(idx: Tensor, vals: Tensor, dY: Tensor, M: int, dty
     """``dW`` (M, D) by a counting sort of the pairs by latent: deterministic, no atomics."""
     N, K = idx.shape
     D = dY.shape[1]
+    if K == 0:  # no pairs: every latent's sum is empty
+        return torch.zeros((M, D), dtype=dtype, device=dY.device)
     flat = idx.reshape(-1)  # (N*k,)
     # A stable sort has one possible output, so the reduction order (and the bits) never change.
     order = torch.argsort(flat, stable=True)  # (N*k,)

@@ -31,6 +31,12 @@ def jumprelu(x: Tensor, threshold: Tensor, bandwidth: float = 1e-3, impl: str = 
     Gradients: ``H(x - t) g`` for x; the straight-through ``-(t / bandwidth) K((x - t) / bandwidth) g`` summed
     over rows for the threshold, with ``K(u) = 1[|u| < 1/2]``.
 
+    ``x`` and ``threshold`` may differ in dtype: they are compared in ``torch.promote_types(x.dtype,
+    threshold.dtype, float32)``, the output has x's dtype, each gradient its input's. Triton takes float32,
+    float16 and bfloat16 (the CPU interpreter included) and refuses float64 by a ValueError. A comparison with
+    NaN is false, so NaN in x or t gives 0 (never NaN) and no gradient to x; kept entries keep their bits
+    (-0.0 stays -0.0); ``x == t`` is off. Both paths agree bit for bit except the threshold gradient, a sum.
+
     Args:
         x: (..., M) pre-activations.
         threshold: (M,) per-latent thresholds.
@@ -54,6 +60,7 @@ def heaviside_step(x: Tensor, threshold: Tensor, bandwidth: float = 1e-3, impl: 
     """``H(x - threshold)`` as x's dtype, for the L0 penalty of JumpReLU latents.
 
     No gradient reaches x; the threshold gets ``-(1 / bandwidth) K((x - t) / bandwidth) g`` summed over rows.
+    Dtypes, NaN and inf as in :func:`jumprelu`: NaN in x or t gives 0.
 
     Example:
         >>> import torch

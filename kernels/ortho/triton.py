@@ -35,6 +35,12 @@ def _gram_tile(w_ptr, rows_i, rows_j, M, D, PRECISION: tl.constexpr, BLOCK_I: tl
 
 
 @triton.jit
+def _relu(x):
+    """max(x, 0) that keeps NaN, as torch.relu does (tl.maximum's default would return 0 for NaN)."""
+    return tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _cos_margin_fwd_kernel(
     w_ptr, rinv_ptr, partial_ptr, M, D, margin,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -49,7 +55,7 @@ def _cos_margin_fwd_kernel(
         r_i = tl.load(rinv_ptr + rows_i, mask=rows_i < M, other=0.0)
         r_j = tl.load(rinv_ptr + rows_j, mask=rows_j < M, other=0.0)
         cos = dots * r_i[:, None] * r_j[None, :]
-        excess = tl.maximum(tl.abs(cos) - margin, 0.0)
+        excess = _relu(tl.abs(cos) - margin)
         pair = (rows_i[:, None] < rows_j[None, :]) & (rows_j < M)[None, :]
         total = tl.sum(tl.sum(tl.where(pair, excess * excess, 0.0), axis=1), axis=0)
     tl.store(partial_ptr + bi * tl.num_programs(1) + bj, total)
@@ -76,7 +82,7 @@ def _cos_margin_bwd_kernel(
         dots = _gram_tile(w_ptr, rows_i, rows_j, M, D, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D)
         r_j = tl.load(rinv_ptr + rows_j, mask=j_ok, other=0.0)
         cos = dots * r_i[:, None] * r_j[None, :]
-        excess = tl.maximum(tl.abs(cos) - margin, 0.0)
+        excess = _relu(tl.abs(cos) - margin)
         grad = tl.where(cos < 0, -2.0 * excess, 2.0 * excess) * scale
         grad = tl.where(j_ok[None, :] & (rows_i[:, None] != rows_j[None, :]), grad, 0.0)  # (BLOCK_M, BLOCK_N)
         row_sum += tl.sum(grad * cos, axis=1)

@@ -17,10 +17,13 @@ def magnitude_prune_(W: Tensor, keep: int, min_per_row: int = 0, impl: str = "au
     The rule, which makes both guarantees exact: first reserve each row's ``min_per_row`` largest |w|, then fill
     the remaining ``keep - R * min_per_row`` slots with the largest |w| among the other entries; ties go to the
     lower flat index. The Triton path finds the thresholds by radix selection over the |w| bits, not a sort.
+    A NaN weight (either sign) counts as the largest magnitude, as torch.sort ranks NaN, so it is kept and stays
+    visible; NaNs tie with each other, as do -0.0 and +0.0. Kept entries keep their bits. Both paths agree
+    exactly in float32, float16 and bfloat16 (the Triton CPU interpreter included).
 
     Args:
-        W: (R, C) floating matrix, modified in place (under no_grad).
-        keep: total entries kept, in [R * min_per_row, R * C].
+        W: (R, C) floating matrix, modified in place (under no_grad). Triton: float32, float16 or bfloat16.
+        keep: total entries kept, in [R * min_per_row, R * C]; 0 (with ``min_per_row=0``) zeroes all of W.
         min_per_row: entries every row keeps (Gao et al. 2025 keep at least 4 per neuron), in [0, C].
         impl: "auto" (Triton for supported CUDA tensors, else the reference), "triton" or "reference".
 

@@ -6,12 +6,14 @@ import torch
 from torch import Tensor
 
 from glassformer.kernels._dispatch import upcast
+from glassformer.kernels.topk.reference import descending_order
 
 
 def magnitude_mask_reference(W: Tensor, keep: int, min_per_row: int = 0) -> Tensor:
     """The kept mask: each row's ``min_per_row`` largest |w| first, then the largest |w| of the rest.
 
-    Ties go to the lower flat index, so exactly ``keep`` entries are kept.
+    Ties go to the lower flat index, so exactly ``keep`` entries are kept. Ranked by
+    :func:`glassformer.kernels.topk.reference.descending_order`: a NaN weight counts as the largest magnitude.
 
     Example:
         >>> import torch
@@ -23,14 +25,13 @@ def magnitude_mask_reference(W: Tensor, keep: int, min_per_row: int = 0) -> Tens
     mag = upcast(W.detach()).abs()  # (R, C)
     kept = torch.zeros((R, C), dtype=torch.bool, device=W.device)
     if min_per_row > 0:
-        # Stable descending sorts keep equal magnitudes in index order: the tie rule, exactly.
-        cols = torch.sort(mag, dim=1, descending=True, stable=True).indices[:, :min_per_row]  # (R, min_per_row)
+        cols = descending_order(mag)[:, :min_per_row]  # (R, min_per_row)
         kept.scatter_(1, cols, True)
     rest = keep - R * min_per_row
     if rest > 0:
-        # Reserved entries sort below every real magnitude (which are >= 0).
+        # Reserved entries sort below every real magnitude (>= 0, or NaN, which ranks above all).
         key = torch.where(kept, torch.full_like(mag, -1.0), mag).reshape(-1)  # (R*C,)
-        flat = torch.sort(key, descending=True, stable=True).indices[:rest]
+        flat = descending_order(key)[:rest]
         kept.view(-1)[flat] = True
     return kept
 

@@ -13,12 +13,15 @@ __all__ = ["topk_activation"]
 def topk_activation(x: Tensor, k: int, use_abs: bool = False, impl: str = "auto") -> Tensor:
     """Keep the ``k`` largest entries of each row of ``x`` (by |x| when ``use_abs``: AbsTopK), zero the rest.
 
-    Ties go to the lower index, so exactly ``k`` entries per row survive. The gradient flows only through
-    the kept entries.
+    Ties go to the lower index, so exactly ``k`` entries per row survive; ``k = 0`` keeps none (all zeros).
+    NaN ranks above +inf (as torch.sort ranks it), whatever its sign or payload, and NaNs tie with each other;
+    -0.0 ties with +0.0. Kept entries keep their bits (a kept -NaN or -0.0 stays one), dropped ones become +0.
+    The gradient flows only through the kept entries. Both paths follow this exactly, in float32, float16 and
+    bfloat16 (the Triton CPU interpreter included: it only compares and copies them).
 
     Args:
-        x: (..., M) floating tensor.
-        k: entries kept per row, in [1, M].
+        x: (..., M) floating tensor (Triton: float32, float16 or bfloat16).
+        k: entries kept per row, in [0, M].
         use_abs: rank by magnitude (Gao et al. 2025's AbsTopK) instead of by value.
         impl: "auto" (Triton for supported CUDA tensors, else the reference), "triton" or "reference".
 
@@ -31,7 +34,7 @@ def topk_activation(x: Tensor, k: int, use_abs: bool = False, impl: str = "auto"
     if x.dim() < 1:
         raise ValueError(f"x must have a last dimension to select over, got shape {tuple(x.shape)}")
     M = x.shape[-1]
-    check_int("k", k, 1, M)
+    check_int("k", k, 0, M)
     problem = dtype_problem("x", x)
     if problem is None and x.numel() == 0:
         problem = "an empty x"

@@ -143,8 +143,9 @@ def test_analyze_hands_the_configured_threshold_to_acdc(tmp_path, small_model_di
     monkeypatch.setitem(METHODS, "acdc", Method("acdc", spy, "spy"))
     path = tmp_path / "model"
     shutil.copytree(small_model_dir, path)
+    # A random-init model fails the capability gate: size_gated_out sizes its task anyway, so ACDC runs.
     out = analyze(path, tasks=["induction"], method="acdc", acdc_threshold=0.25, ablation="zero", n_pairs=4,
-                  controls=False, sparse_layers=False, progress=False)
+                  controls=False, sparse_layers=False, progress=False, size_gated_out=True)
     assert seen == [0.25]
     circuit = out["tasks"]["induction"]["circuits"][0]
     assert circuit["method"] == "acdc" and circuit["N_0.8"]["model"]["edges"] is not None

@@ -206,6 +206,10 @@ def test_analyze_runs_on_an_attention_only_model(trained):
     task = result["tasks"]["induction"]
     assert task["capability"]["model"]["accuracy"] > 0.9
     assert task["capability"]["random_init"]["accuracy"] < task["capability"]["model"]["accuracy"]
+    # A model trained on induction passes the capability gate; its controls must not (the sanity check).
+    assert task["capable"] and task["gate"]["model"]["gap"] >= 0.5, task["gate"]["model"]["reasons"]
+    assert not task["gate"]["random_init"]["passed"] and not task["gate"]["shuffled_labels"]["passed"]
+    assert result["summary"][0]["n_tasks_gated_in"] == 1
     for circuit in task["circuits"]:
         assert set(circuit["N_0.8"]) == {"model", "random_init", "shuffled_labels"}
         assert circuit["N_0.8"]["model"]["edges"] <= 81

@@ -21,9 +21,9 @@ import pytest
 import torch
 from tests_analysis_support import small_config
 
-from glassformer.analysis.ablation import writer_means
-from glassformer.analysis.graph import ComponentGraph
-from glassformer.analysis.metrics import Faithfulness
+from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.faithfulness import Faithfulness
+from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks import TASKS, logit_diff
 from glassformer.archs import build_model
 

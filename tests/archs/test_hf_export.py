@@ -219,7 +219,6 @@ def test_existing_destination_is_kept_unless_overwrite_and_then_replaced_whole(t
 
 
 def test_failed_write_leaves_no_half_export_and_keeps_the_old_one(tmp_path, monkeypatch):
-    import safetensors.torch
 
     make_model_dir(tmp_path / "model", presets.get("debug"))
     out = export_hf(tmp_path / "model", tmp_path / "hf")
@@ -230,7 +229,7 @@ def test_failed_write_leaves_no_half_export_and_keeps_the_old_one(tmp_path, monk
             f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", half_then_fail)
+    monkeypatch.setattr(hf_export_module, "save_file", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         export_hf(tmp_path / "model", tmp_path / "new")
     with pytest.raises(OSError, match="disk full"):

@@ -64,9 +64,9 @@ def test_topk_activation_reference_keeps_k_per_row_and_breaks_ties_to_the_lower_
     assert topk_activation(x, 2, use_abs=True).tolist() == [[0.0, 3.0, 0.0, 0.0, -5.0]]
 
 
-@pytest.mark.parametrize("k", [0, 6])
-def test_topk_activation_rejects_k_outside_one_to_width(k):
-    with pytest.raises(ValueError, match=f"k={k}"):
+@pytest.mark.parametrize("k", [-1, 6])
+def test_topk_activation_rejects_k_outside_zero_to_width(k):
+    with pytest.raises(ValueError, match=rf"k={k} is not allowed: expected an integer in \[0, 5\]"):
         topk_activation(torch.randn(2, 5), k)
 
 

@@ -184,7 +184,7 @@ WRITER = textwrap.dedent('''
 
 MODEL_WRITER = textwrap.dedent('''
     import sys, time, torch, safetensors.torch as st
-    from glassformer.archs import build_model, presets, save_model_dir
+    from glassformer.archs import build_model, model_dir, presets, save_model_dir
 
     torch.manual_seed(0)
     save_model_dir(sys.argv[1], build_model(presets.get("debug")))
@@ -196,7 +196,7 @@ MODEL_WRITER = textwrap.dedent('''
         print("HALF-WRITTEN", flush=True)
         time.sleep(600)
 
-    st.save_model = half_then_hang
+    model_dir.save_model = half_then_hang  # the writer's own reference to safetensors' save_model
     torch.manual_seed(1)
     save_model_dir(sys.argv[1], build_model(presets.get("debug")))
 ''')
