@@ -7,14 +7,27 @@ with the gradient on the clean run; EAP-IG averages that gradient over ``ig_step
 ``alpha = k / ig_steps`` (k = 1..m) on the straight line from the ablated to the clean input embeddings (with
 m = 1 it is EAP). The score of an edge is ``|effect_e|``: an edge whose removal raises the metric matters too.
 
+EAP-IG-act integrates along a path through every activation instead: all edges at once carry weight alpha, so
+each reader sees every upstream writer at ``alpha * a_u + (1 - alpha) * a_u(ablated)`` (``a_u`` as the
+interpolated run computes it), from the empty circuit (alpha = 0) to the model (alpha = 1). An edge's effect is
+its integrated gradient ``int_0^1 dm/dw_e dalpha`` (midpoint rule over ``ig_steps`` points). Completeness: the
+effects of *all* edges sum to ``m(model) - m(empty circuit)``, the measured total Faithfulness uses. Input
+interpolation (eap-ig, eap) has the weaker identity: the effects of the *input's* edges sum to
+``m(model) - m(input's edges ablated)``; the other edges' effects sum to nothing in particular.
+:func:`completeness` checks the identity of a run against a measured forward.
+
+``auto`` (the default, :func:`resolve_method`) runs exact patching where the graph has at most
+``exact_max_edges`` edges and EAP-IG-act with ``ACT_IG_STEPS`` steps above (benchmarks/RESULTS.md).
+
 Example:
     >>> sorted(METHODS)
-    ['eap', 'eap-ig', 'exact']
+    ['eap', 'eap-ig', 'eap-ig-act', 'exact']
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,7 +40,13 @@ from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 DEFAULT_IG_STEPS = 5
-"""MIB's default number of integration steps."""
+"""MIB's default number of integration steps (eap-ig)."""
+ACT_IG_STEPS = 16
+"""Integration steps of eap-ig-act, the converged default above ``EXACT_MAX_EDGES`` (benchmarks/RESULTS.md)."""
+EXACT_MAX_EDGES = 2000
+"""``auto`` runs exact patching on graphs with at most this many edges (benchmarks/RESULTS.md)."""
+COMPLETENESS_TOLERANCE = 0.05
+"""A relative completeness error above this warns: the attribution has not converged."""
 
 
 @dataclass
@@ -41,6 +60,8 @@ class Attribution:
     seconds: float
     forwards: int
     """Model forwards run (one per batch of replicas)."""
+    ig_steps: int | None = None
+    """Integration steps (None for exact patching)."""
 
     @property
     def scores(self) -> Tensor:
@@ -97,7 +118,7 @@ def exact(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, me
                 w[torch.arange(len(edges)), graph.edge_writer[edges], graph.edge_reader[edges]] = 0.0
                 total[edges] += clean - _ld_sum(patcher.run(w), chunk).double().cpu()
                 forwards += 1
-    return Attribution("exact", (total / len(batch)).float(), time.perf_counter() - start, forwards)
+    return Attribution("exact", (total / len(batch)).float(), time.perf_counter() - start, forwards, None)
 
 
 def _gradient_scores(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
@@ -139,7 +160,7 @@ def eap(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, mean
     """
     start = time.perf_counter()
     S, forwards = _gradient_scores(model, graph, batch, ablation, means, [1.0], max_tokens)
-    return Attribution("eap", (S / len(batch)).float(), time.perf_counter() - start, forwards)
+    return Attribution("eap", (S / len(batch)).float(), time.perf_counter() - start, forwards, 1)
 
 
 def eap_ig(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None = None,
@@ -150,12 +171,48 @@ def eap_ig(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, m
         >>> eap_ig(model, graph, batch, "mean", means, ig_steps=5).method  # doctest: +SKIP
         'eap-ig'
     """
-    if not isinstance(ig_steps, int) or isinstance(ig_steps, bool) or ig_steps < 1:
-        raise ValueError(f"ig_steps={ig_steps!r} is not allowed: expected a positive integer")
+    _check_steps(ig_steps)
     start = time.perf_counter()
     alphas = [k / ig_steps for k in range(1, ig_steps + 1)]
     S, forwards = _gradient_scores(model, graph, batch, ablation, means, alphas, max_tokens)
-    return Attribution("eap-ig", (S / len(batch)).float(), time.perf_counter() - start, forwards)
+    return Attribution("eap-ig", (S / len(batch)).float(), time.perf_counter() - start, forwards, ig_steps)
+
+
+def _check_steps(ig_steps: Any) -> None:
+    if not isinstance(ig_steps, int) or isinstance(ig_steps, bool) or ig_steps < 1:
+        raise ValueError(f"ig_steps={ig_steps!r} is not allowed: expected a positive integer")
+
+
+def eap_ig_act(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None = None,
+               *, ig_steps: int = ACT_IG_STEPS, max_tokens: int | None = None, **_: Any) -> Attribution:
+    """EAP-IG through every activation: the gradient of the metric with respect to each edge's weight,
+    integrated (midpoint rule, ``ig_steps`` points) while all edges go together from ablated to kept. The effects
+    of all edges sum to ``m(model) - m(empty circuit)`` as the steps grow.
+
+    Example:
+        >>> att = eap_ig_act(model, graph, batch, "mean", means, ig_steps=16)  # doctest: +SKIP
+        >>> att.effects.sum()  # close to Faithfulness(...).gap  # doctest: +SKIP
+    """
+    _check_steps(ig_steps)
+    start, forwards = time.perf_counter(), 0
+    max_tokens = max_tokens or default_max_tokens(model.cfg, graph)
+    # Midpoints: alpha stays below 1, where every edge's correction (and so its gradient) is alive.
+    alphas = [(k - 0.5) / ig_steps for k in range(1, ig_steps + 1)]
+    S = torch.zeros(len(graph.writers), len(graph.readers), dtype=torch.float64)
+    for chunk in pair_chunks(batch, max_tokens):
+        patcher = Patcher(model, graph, chunk, ablation, means)
+        K = max(1, max_tokens // chunk.clean.numel())
+        for first in range(0, len(alphas), K):
+            steps = torch.tensor(alphas[first:first + K])
+            # Entries that are not edges are never read (each reader reads a prefix of writers).
+            w = steps[:, None, None].expand(len(steps), len(graph.writers), len(graph.readers)).clone()
+            w.requires_grad_(True)
+            logits, _ = patcher.run(w, grad=True)
+            (g,) = torch.autograd.grad(_ld_sum(logits, chunk).sum(), [w])
+            S += g.sum(dim=0).double().cpu()
+            forwards += 1
+    effects = graph.scores_to_edges(S) / (len(alphas) * len(batch))
+    return Attribution("eap-ig-act", effects.float(), time.perf_counter() - start, forwards, ig_steps)
 
 
 METHODS: dict[str, Method] = {
@@ -163,8 +220,73 @@ METHODS: dict[str, Method] = {
         Method("exact", exact, "exact activation patching: one forward per edge"),
         Method("eap", eap, "edge attribution patching: gradient on the clean run"),
         Method("eap-ig", eap_ig, "EAP with the gradient integrated from the ablated to the clean input"),
+        Method("eap-ig-act", eap_ig_act, "EAP-IG along every activation at once, from the empty circuit to the "
+               "model"),
     )
 }
+AUTO = "auto"
+"""The default method name: :func:`resolve_method` turns it into exact or eap-ig-act by the graph's size."""
+
+
+def resolve_method(method: str, graph: ComponentGraph, ig_steps: int | None = None,
+                   exact_max_edges: int = EXACT_MAX_EDGES) -> tuple[str, int | None]:
+    """The method and integration steps a run uses: ``auto`` is exact patching up to ``exact_max_edges`` edges and
+    eap-ig-act above; ``ig_steps`` None is the method's default (None for exact).
+
+    Example:
+        >>> resolve_method("auto", ComponentGraph(4, 4)), resolve_method("auto", ComponentGraph(12, 12))
+        (('exact', None), ('eap-ig-act', 16))
+        >>> resolve_method("eap-ig", ComponentGraph(2, 2))
+        ('eap-ig', 5)
+    """
+    if method == AUTO:
+        method = "exact" if graph.n_edges <= exact_max_edges else "eap-ig-act"
+    check_method(method)
+    if method == "exact":
+        return method, None
+    if method == "eap":
+        return method, 1
+    default = ACT_IG_STEPS if method == "eap-ig-act" else DEFAULT_IG_STEPS
+    return method, default if ig_steps is None else ig_steps
+
+
+def completeness(att: Attribution, fa: Any) -> dict[str, Any]:
+    """The run's completeness identity checked against a measured forward (``fa`` a
+    :class:`~glassformer.analysis.component.faithfulness.Faithfulness` of the same batch): ``attributed`` (the sum
+    of the effects the identity covers), ``measured`` (the metric drop it should equal), ``relative_error``
+    (``|attributed - measured| / |measured|``) and ``identity`` (which sum, in words). Exact patching has no
+    identity (each edge is removed alone, so effects need not add up): all three numbers are None.
+
+    Example:
+        >>> completeness(eap_ig_act(model, graph, batch, "mean", means), fa)["relative_error"] < 0.05  # doctest: +SKIP
+        True
+    """
+    graph = fa.graph
+    if att.method == "exact":
+        return {"identity": None, "attributed": None, "measured": None, "relative_error": None}
+    if att.method == "eap-ig-act":
+        attributed, measured = att.effects.double().sum().item(), fa.m_model - fa.m_empty
+        identity = "sum over all edges = m(model) - m(empty circuit)"
+    else:
+        inputs = graph.edge_writer == 0
+        attributed = att.effects[inputs].double().sum().item()
+        measured = fa.m_model - fa.per_pair((~inputs)[None]).mean().item()
+        identity = "sum over the input's edges = m(model) - m(input's edges ablated)"
+    error = abs(attributed - measured) / abs(measured) if measured != 0 else float("inf")
+    return {"identity": identity, "attributed": attributed, "measured": measured, "relative_error": error}
+
+
+def check_completeness(record: dict[str, Any], where: str, tolerance: float = COMPLETENESS_TOLERANCE) -> None:
+    """Warn (``warnings.warn``) when a :func:`completeness` record's relative error is above ``tolerance``.
+
+    Example:
+        >>> check_completeness({"relative_error": 0.01, "attributed": 1.0, "measured": 1.01}, "task x")
+    """
+    error = record.get("relative_error")
+    if error is not None and error > tolerance:
+        warnings.warn(f"attribution is not complete on {where}: the effects sum to {record['attributed']:.4g} but "
+                      f"the measured total is {record['measured']:.4g} (relative error {error:.1%} > "
+                      f"{tolerance:.0%}); use more ig_steps or method='exact'", stacklevel=2)
 
 
 def check_method(method: str) -> None:

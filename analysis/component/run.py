@@ -16,7 +16,15 @@ import torch
 from glassformer.analysis.capability import task_capability
 from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.attribution import attribute
+from glassformer.analysis.component.attribution import (
+    ACT_IG_STEPS,
+    AUTO,
+    COMPLETENESS_TOLERANCE,
+    attribute,
+    check_completeness,
+    completeness,
+    resolve_method,
+)
 from glassformer.analysis.component.circuits import rank
 from glassformer.analysis.component.faithfulness import (
     GRID_PERCENT,
@@ -50,8 +58,21 @@ def run_fields(config: AnalysisConfig) -> dict[str, Any]:
 
 
 def settings_record(config: AnalysisConfig) -> dict[str, Any]:
-    """What analysis.json's ``settings`` holds for a component-level run beyond the shared fields."""
-    return {"selections": list(config.selections), "ig_steps": config.ig_steps if config.method == "eap-ig" else None,
+    """What analysis.json's ``settings`` holds for a component-level run beyond the shared fields: with method auto
+    the rule that picks the method (each task records the method and steps it ran, and its completeness check).
+
+    Example:
+        >>> from glassformer.analysis.config import AnalysisConfig
+        >>> settings_record(AnalysisConfig())["method_rule"]
+        'exact if n_edges <= 2000, else eap-ig-act with 16 steps'
+    """
+    steps = config.ig_steps if config.method not in ("exact", "eap") else None
+    rule = None
+    if config.method == AUTO:
+        rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-act with "
+                f"{config.ig_steps or ACT_IG_STEPS} steps")
+    return {"selections": list(config.selections), "ig_steps": steps, "method_rule": rule,
+            "completeness_tolerance": COMPLETENESS_TOLERANCE,
             "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
 
 
@@ -76,7 +97,9 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     faithfulness curve, N_0.8 / N_0.9, CPR and CMD, beside the same numbers on each control.
 
     ``config.ablation`` is the ablation actually used (after any fallback); ``subjects`` holds ``model`` and,
-    with controls, ``random_init``; ``means`` their ablated values.
+    with controls, ``random_init``; ``means`` their ablated values. ``entry["attribution"]`` records the method and
+    steps ``config.method`` resolved to on this graph and, per subject, the completeness check
+    (``{identity, attributed, measured, relative_error}``, a warning above ``COMPLETENESS_TOLERANCE``).
 
     Example:
         >>> entry = analyze_task("induction", "", batch, graph, {"model": model}, {"model": None},
@@ -94,9 +117,13 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
                              "seed": config.seed, "example": batch.pairs[0].example(),
                              "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
     evaluations: dict[str, dict[str, Any]] = {}
+    method, steps = resolve_method(config.method, graph, config.ig_steps, config.exact_max_edges)
+    entry["attribution"] = {"method": method, "ig_steps": steps, "completeness": {}}
     for who, (model, b, mu) in runs.items():
-        att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps)
+        att = attribute(method, model, graph, b, config.ablation, mu, ig_steps=steps)
         fa = Faithfulness(model, graph, b, config.ablation, mu)
+        entry["attribution"]["completeness"][who] = record = completeness(att, fa)
+        check_completeness(record, f"task {name!r}, subject {who!r}")
         evaluations[who] = {"attribution": att, "faithfulness": fa,
                             "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}
         evaluations[who]["results"] = {s: evaluate_ranking(fa, r) for s, r in evaluations[who]["rankings"].items()}

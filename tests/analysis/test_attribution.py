@@ -68,7 +68,7 @@ def test_scores_are_absolute_effects_and_methods_are_registered(setup):
     model, graph, batch, means = setup
     att = attribute("eap-ig", model, graph, batch, "zero", means)
     assert torch.equal(att.scores, att.effects.abs()) and att.scores.shape == (graph.n_edges,)
-    assert set(METHODS) == {"exact", "eap", "eap-ig"}
+    assert set(METHODS) == {"exact", "eap", "eap-ig", "eap-ig-act"}
     with pytest.raises(ValueError, match="method='acdc' is not allowed: expected one of exact, eap, eap-ig"):
         attribute("acdc", model, graph, batch, "zero")
     with pytest.raises(ValueError, match="ig_steps=0 is not allowed"):
