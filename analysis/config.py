@@ -75,7 +75,7 @@ class AnalysisConfig:
     selections: list[str] = field(default_factory=lambda: ["topn", "greedy"])
     """component: how circuits grow from the edge scores (topn: by score; greedy: from the logits backwards)."""
     ig_steps: int | None = None
-    """Integration steps of EAP-IG (component and node level). None: the method's default (component: 16 for
+    """Integration steps of EAP-IG (component and node level). None: the method's default (component: 12 for
     eap-ig-act, 5 for eap-ig, resolved with the graph and recorded per task; node: 5)."""
     exact_max_edges: int = EXACT_MAX_EDGES
     """component, method auto: graphs with at most this many edges get exact patching, larger ones eap-ig-act."""

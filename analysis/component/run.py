@@ -64,7 +64,7 @@ def settings_record(config: AnalysisConfig) -> dict[str, Any]:
     Example:
         >>> from glassformer.analysis.config import AnalysisConfig
         >>> settings_record(AnalysisConfig())["method_rule"]
-        'exact if n_edges <= 2000, else eap-ig-act with 16 steps'
+        'exact if n_edges <= 1200, else eap-ig-act with 12 steps'
     """
     steps = config.ig_steps if config.method not in ("exact", "eap") else None
     rule = None

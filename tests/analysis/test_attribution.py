@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests_analysis_support import VOCAB, make_batch, make_model
 
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute
+from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute, quadrature
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
 
@@ -73,3 +75,20 @@ def test_scores_are_absolute_effects_and_methods_are_registered(setup):
         attribute("acdc", model, graph, batch, "zero")
     with pytest.raises(ValueError, match="ig_steps=0 is not allowed"):
         attribute("eap-ig", model, graph, batch, "zero", ig_steps=0)
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(n=st.integers(1, 12), data=st.data())
+def test_quadrature_integrates_polynomials_of_degree_below_2n_exactly(n, data):
+    degree = data.draw(st.integers(0, 2 * n - 1))
+    alphas, weights = quadrature(n)
+    assert bool(((alphas > 0) & (alphas < 1)).all())  # the corrections vanish at 1: no point may sit there
+    assert float((weights * alphas ** degree).sum()) == pytest.approx(1 / (degree + 1), rel=1e-9)
+
+
+def test_eap_ig_act_splits_pairs_and_steps_into_chunks_without_changing_effects(setup):
+    model, graph, batch, means = setup
+    whole = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3)
+    chunked = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3, max_tokens=7)
+    torch.testing.assert_close(whole.effects, chunked.effects, rtol=1e-4, atol=1e-6)
+    assert chunked.forwards > whole.forwards
