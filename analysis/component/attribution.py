@@ -10,8 +10,9 @@ m = 1 it is EAP). The score of an edge is ``|effect_e|``: an edge whose removal 
 EAP-IG-act integrates along a path through every activation instead: all edges at once carry weight alpha, so
 each reader sees every upstream writer at ``alpha * a_u + (1 - alpha) * a_u(ablated)`` (``a_u`` as the
 interpolated run computes it), from the empty circuit (alpha = 0) to the model (alpha = 1). An edge's effect is
-its integrated gradient ``int_0^1 dm/dw_e dalpha`` (Gauss-Legendre quadrature over ``ig_steps`` points). Completeness: the
-effects of *all* edges sum to ``m(model) - m(empty circuit)``, the measured total Faithfulness uses. Input
+its integrated gradient ``int_0^1 dm/dw_e dalpha`` (Gauss-Legendre quadrature over ``ig_steps`` points).
+Completeness: the effects of *all* edges sum to ``m(model) - m(empty circuit)``, the measured total Faithfulness
+uses. Input
 interpolation (eap-ig, eap) has the weaker identity: the effects of the *input's* edges sum to
 ``m(model) - m(input's edges ablated)``; the other edges' effects sum to nothing in particular.
 :func:`completeness` checks the identity of a run against a measured forward.
