@@ -30,7 +30,7 @@ from glassformer.analysis.node.graph import NODE_ABLATIONS
 from glassformer.analysis.node.masks import DEFAULT_TARGET_LOSS, MaskConfig
 from glassformer.analysis.tasks import TASKS
 
-COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-act above"}
+COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-gl above"}
 METHODS_BY_LEVEL: dict[str, dict[str, Any]] = {"component": COMPONENT_METHODS, "node": NODE_METHODS}
 ABLATIONS_BY_LEVEL: dict[str, dict[str, str]] = {"component": ABLATIONS, "node": NODE_ABLATIONS}
 DEFAULT_METHOD = {"component": AUTO, "node": "mask"}
@@ -57,8 +57,8 @@ class AnalysisConfig:
     """component (embeddings, heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual,
     q/k/v and neuron or transcoder-latent channels)."""
     method: str | None = None
-    """Circuit discovery. component: auto, exact, eap, eap-ig or eap-ig-act; node: mask, eap-ig or eap. None: the
-    level's default (auto for components: exact patching up to ``exact_max_edges`` edges, converged eap-ig-act
+    """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl or eap-ig-act; node: mask, eap-ig or
+    eap. None: the level's default (auto for components: exact patching up to ``exact_max_edges`` edges, converged eap-ig-gl
     above; mask for nodes)."""
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
@@ -76,9 +76,9 @@ class AnalysisConfig:
     """component: how circuits grow from the edge scores (topn: by score; greedy: from the logits backwards)."""
     ig_steps: int | None = None
     """Integration steps of EAP-IG (component and node level). None: the method's default (component: 12 for
-    eap-ig-act, 5 for eap-ig, resolved with the graph and recorded per task; node: 5)."""
+    eap-ig-gl and eap-ig-act, 5 for eap-ig, resolved with the graph and recorded per task; node: 5)."""
     exact_max_edges: int = EXACT_MAX_EDGES
-    """component, method auto: graphs with at most this many edges get exact patching, larger ones eap-ig-act."""
+    """component, method auto: graphs with at most this many edges get exact patching, larger ones eap-ig-gl."""
     target_loss: float = DEFAULT_TARGET_LOSS
     """node: the circuit size is the smallest circuit whose held-out task loss is at most this (nats)."""
     holdout: float = 0.5

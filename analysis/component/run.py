@@ -17,9 +17,9 @@ from glassformer.analysis.capability import task_capability
 from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.component.ablation import writer_means
 from glassformer.analysis.component.attribution import (
-    ACT_IG_STEPS,
     AUTO,
     COMPLETENESS_TOLERANCE,
+    GL_IG_STEPS,
     attribute,
     check_completeness,
     completeness,
@@ -64,13 +64,13 @@ def settings_record(config: AnalysisConfig) -> dict[str, Any]:
     Example:
         >>> from glassformer.analysis.config import AnalysisConfig
         >>> settings_record(AnalysisConfig())["method_rule"]
-        'exact if n_edges <= 1200, else eap-ig-act with 12 steps'
+        'exact if n_edges <= 1200, else eap-ig-gl with 12 steps'
     """
     steps = config.ig_steps if config.method not in ("exact", "eap") else None
     rule = None
     if config.method == AUTO:
-        rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-act with "
-                f"{config.ig_steps or ACT_IG_STEPS} steps")
+        rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-gl with "
+                f"{config.ig_steps or GL_IG_STEPS} steps")
     return {"selections": list(config.selections), "ig_steps": steps, "method_rule": rule,
             "completeness_tolerance": COMPLETENESS_TOLERANCE,
             "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
