@@ -295,13 +295,24 @@ def resolve_method(method: str, graph: ComponentGraph, ig_steps: int | None = No
     """
     if method == AUTO:
         method = "exact" if graph.n_edges <= exact_max_edges else "eap-ig-gl"
+    return method, method_steps(method, ig_steps)
+
+
+def method_steps(method: str, ig_steps: int | None = None) -> int | None:
+    """The integration steps ``method`` (not auto) runs with: ``ig_steps``, or its default when None; None for exact
+    patching, 1 for EAP.
+
+    Example:
+        >>> method_steps("eap-ig"), method_steps("eap-ig-gl"), method_steps("exact", 7), method_steps("eap-ig", 20)
+        (5, 12, None, 20)
+    """
     check_method(method)
     if method == "exact":
-        return method, None
+        return None
     if method == "eap":
-        return method, 1
+        return 1
     default = {"eap-ig-act": ACT_IG_STEPS, "eap-ig-gl": GL_IG_STEPS}.get(method, DEFAULT_IG_STEPS)
-    return method, default if ig_steps is None else ig_steps
+    return default if ig_steps is None else ig_steps
 
 
 def completeness(att: Attribution, fa: Any) -> dict[str, Any]:

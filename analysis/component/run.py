@@ -23,6 +23,7 @@ from glassformer.analysis.component.attribution import (
     attribute,
     check_completeness,
     completeness,
+    method_steps,
     resolve_method,
 )
 from glassformer.analysis.component.circuits import rank
@@ -66,9 +67,10 @@ def settings_record(config: AnalysisConfig) -> dict[str, Any]:
         >>> settings_record(AnalysisConfig())["method_rule"]
         'exact if n_edges <= 1200, else eap-ig-gl with 12 steps'
     """
-    steps = config.ig_steps if config.method not in ("exact", "eap") else None
-    rule = None
-    if config.method == AUTO:
+    steps, rule = None, None
+    if config.method != AUTO:
+        steps = method_steps(config.method, config.ig_steps)
+    else:
         rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-gl with "
                 f"{config.ig_steps or GL_IG_STEPS} steps")
     return {"selections": list(config.selections), "ig_steps": steps, "method_rule": rule,
