@@ -12,8 +12,7 @@ each reader sees every upstream writer at ``alpha * a_u + (1 - alpha) * a_u(abla
 interpolated run computes it), from the empty circuit (alpha = 0) to the model (alpha = 1). An edge's effect is
 its integrated gradient ``int_0^1 dm/dw_e dalpha`` (Gauss-Legendre quadrature over ``ig_steps`` points).
 Completeness: the effects of *all* edges sum to ``m(model) - m(empty circuit)``, the measured total Faithfulness
-uses. Input
-interpolation (eap-ig, eap) has the weaker identity: the effects of the *input's* edges sum to
+uses. Input interpolation (eap-ig, eap-ig-gl, eap) has the weaker identity: the effects of the *input's* edges sum to
 ``m(model) - m(input's edges ablated)``; the other edges' effects sum to nothing in particular.
 :func:`completeness` checks the identity of a run against a measured forward.
 
@@ -21,7 +20,8 @@ EAP-IG-GL is EAP-IG (input interpolation) with Gauss-Legendre points and weights
 MIB's right Riemann sum: its input identity holds to a few percent at 12 points where MIB's 5 points miss by
 20-70%. ``auto`` (the default, :func:`resolve_method`) runs exact patching where the graph has at most
 ``exact_max_edges`` edges and EAP-IG-GL with ``GL_IG_STEPS`` points above: on four trained models its greedy
-N_0.8 came nearer exact patching's than EAP-IG-act's did, complete as the latter is (benchmarks/RESULTS.md).
+N_0.8 came nearer exact patching's than EAP-IG-act's did, though EAP-IG-act is the more complete
+(benchmarks/RESULTS.md).
 
 Example:
     >>> sorted(METHODS)
@@ -231,6 +231,8 @@ def quadrature(n: int, rule: str | None = None) -> tuple[Tensor, Tensor]:
         (0.25, 1.0)
     """
     rule = rule or QUADRATURE
+    if rule not in ("midpoint", "gauss-legendre"):
+        raise ValueError(f"rule={rule!r} is not allowed: expected midpoint or gauss-legendre")
     if rule == "midpoint":
         return (torch.arange(n, dtype=torch.float64) + 0.5) / n, torch.full((n,), 1.0 / n, dtype=torch.float64)
     x, w = np.polynomial.legendre.leggauss(n)
