@@ -24,16 +24,17 @@ from typing import Any
 from glassformer.analysis.common import check_choice
 from glassformer.analysis.component.ablation import ABLATIONS
 from glassformer.analysis.component.acdc import DEFAULT_ACDC_THRESHOLD, check_threshold
-from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS, METHODS
+from glassformer.analysis.component.attribution import AUTO, DEFAULT_IG_STEPS, EXACT_MAX_EDGES, METHODS
 from glassformer.analysis.component.circuits import SELECTIONS
 from glassformer.analysis.node.circuits import NODE_METHODS
 from glassformer.analysis.node.graph import NODE_ABLATIONS
 from glassformer.analysis.node.masks import DEFAULT_TARGET_LOSS, MaskConfig
 from glassformer.analysis.tasks import TASKS
 
-METHODS_BY_LEVEL: dict[str, dict[str, Any]] = {"component": METHODS, "node": NODE_METHODS}
+COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-gl above"}
+METHODS_BY_LEVEL: dict[str, dict[str, Any]] = {"component": COMPONENT_METHODS, "node": NODE_METHODS}
 ABLATIONS_BY_LEVEL: dict[str, dict[str, str]] = {"component": ABLATIONS, "node": NODE_ABLATIONS}
-DEFAULT_METHOD = {"component": "eap-ig", "node": "mask"}
+DEFAULT_METHOD = {"component": AUTO, "node": "mask"}
 LEVEL_NAMES = tuple(METHODS_BY_LEVEL)
 
 
@@ -57,8 +58,9 @@ class AnalysisConfig:
     """component (embeddings, heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual,
     q/k/v and neuron or transcoder-latent channels)."""
     method: str | None = None
-    """Circuit discovery. component: exact, eap or eap-ig; node: mask, eap-ig or eap. None: the level's default
-    (eap-ig for components, mask for nodes)."""
+    """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl or eap-ig-act; node: mask, eap-ig or
+    eap. None: the level's default (auto for components: exact patching up to ``exact_max_edges`` edges, converged eap-ig-gl
+    above; mask for nodes)."""
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
     or zero. Mean ablation needs corpus windows; without them zero is used (with a warning and a note)."""
@@ -73,8 +75,11 @@ class AnalysisConfig:
     """Corpus windows read for mean ablation, validation loss and the sparse-layer metrics."""
     selections: list[str] = field(default_factory=lambda: ["topn", "greedy"])
     """component: how circuits grow from the edge scores (topn: by score; greedy: from the logits backwards)."""
-    ig_steps: int = DEFAULT_IG_STEPS
-    """Integration steps of EAP-IG (component and node level)."""
+    ig_steps: int | None = None
+    """Integration steps of EAP-IG (component and node level). None: the method's default (component: 12 for
+    eap-ig-gl and eap-ig-act, 5 for eap-ig, resolved with the graph and recorded per task; node: 5)."""
+    exact_max_edges: int = EXACT_MAX_EDGES
+    """component, method auto: graphs with at most this many edges get exact patching, larger ones eap-ig-gl."""
     acdc_threshold: float = DEFAULT_ACDC_THRESHOLD
     """component, method acdc: an edge is removed when its removal raises the KL divergence of the last-position
     next-token distribution from the model's by at most this (nats, mean over pairs); 0 keeps every edge that
@@ -116,7 +121,10 @@ class AnalysisConfig:
         self.selections = list(self.selections)
         for s in self.selections:
             check_choice("selections", s, SELECTIONS)
-        for name in ("n_pairs", "ig_steps", "corpus_windows"):
+        if self.ig_steps is None and self.level == "node":
+            self.ig_steps = DEFAULT_IG_STEPS
+        for name in ("n_pairs", "corpus_windows", "exact_max_edges", *(("ig_steps",) if self.ig_steps is not None
+                                                                       else ())):
             _positive_int(name, getattr(self, name))
         check_threshold(self.acdc_threshold)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -143,7 +151,8 @@ class AnalysisConfig:
             self.mask = replace(self.mask, seed=self.seed)
 
     def replace(self, **changes: Any) -> AnalysisConfig:
-        """A copy with ``changes`` applied and validated again (a method left unset follows the new level).
+        """A copy with ``changes`` applied and validated again (a method, and integration steps, left unset follow
+        the new level).
 
         Example:
             >>> AnalysisConfig().replace(level="node").method
@@ -151,6 +160,8 @@ class AnalysisConfig:
         """
         if "level" in changes and "method" not in changes:
             changes["method"] = None
+        if changes.get("level", self.level) != self.level and "ig_steps" not in changes:
+            changes["ig_steps"] = None
         return replace(self, **changes)
 
     def record(self) -> dict[str, Any]:

@@ -23,7 +23,16 @@ from glassformer.analysis.capability import (
 )
 from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.attribution import attribute
+from glassformer.analysis.component.attribution import (
+    AUTO,
+    COMPLETENESS_TOLERANCE,
+    GL_IG_STEPS,
+    attribute,
+    check_completeness,
+    completeness,
+    method_steps,
+    resolve_method,
+)
 from glassformer.analysis.component.circuits import rank
 from glassformer.analysis.component.faithfulness import (
     GRID_PERCENT,
@@ -57,8 +66,22 @@ def run_fields(config: AnalysisConfig) -> dict[str, Any]:
 
 
 def settings_record(config: AnalysisConfig) -> dict[str, Any]:
-    """What analysis.json's ``settings`` holds for a component-level run beyond the shared fields."""
-    return {"selections": list(config.selections), "ig_steps": config.ig_steps if config.method == "eap-ig" else None,
+    """What analysis.json's ``settings`` holds for a component-level run beyond the shared fields: with method auto
+    the rule that picks the method (each task records the method and steps it ran, and its completeness check).
+
+    Example:
+        >>> from glassformer.analysis.config import AnalysisConfig
+        >>> settings_record(AnalysisConfig())["method_rule"]
+        'exact if n_edges <= 1200, else eap-ig-gl with 12 steps'
+    """
+    steps, rule = None, None
+    if config.method != AUTO:
+        steps = method_steps(config.method, config.ig_steps)
+    else:
+        rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-gl with "
+                f"{config.ig_steps or GL_IG_STEPS} steps")
+    return {"selections": list(config.selections), "ig_steps": steps, "method_rule": rule,
+            "completeness_tolerance": COMPLETENESS_TOLERANCE,
             "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
 
 
@@ -83,7 +106,9 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     faithfulness curve, N_0.8 / N_0.9, CPR and CMD, beside the same numbers on each control.
 
     ``config.ablation`` is the ablation actually used (after any fallback); ``subjects`` holds ``model`` and,
-    with controls, ``random_init``; ``means`` their ablated values.
+    with controls, ``random_init``; ``means`` their ablated values. ``entry["attribution"]`` records the method and
+    steps ``config.method`` resolved to on this graph and, per subject, the completeness check
+    (``{identity, attributed, measured, relative_error}``, a warning above ``COMPLETENESS_TOLERANCE``).
 
     Example:
         >>> entry = analyze_task("induction", "", batch, graph, {"model": model}, {"model": None},
@@ -107,10 +132,14 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     # model only, where they are the sanity check).
     sized = runs if entry["capable"] or config.size_gated_out else {}
     evaluations: dict[str, dict[str, Any]] = {}
+    method, steps = resolve_method(config.method, graph, config.ig_steps, config.exact_max_edges)
+    entry["attribution"] = {"method": method, "ig_steps": steps, "completeness": {}}
+    extra = {"acdc_threshold": config.acdc_threshold} if method == "acdc" else {}
     for who, (model, b, mu) in sized.items():
-        att = attribute(config.method, model, graph, b, config.ablation, mu, ig_steps=config.ig_steps,
-                        acdc_threshold=config.acdc_threshold)
+        att = attribute(method, model, graph, b, config.ablation, mu, ig_steps=steps, **extra)
         fa = fas[who]
+        entry["attribution"]["completeness"][who] = record = completeness(att, fa)
+        check_completeness(record, f"task {name!r}, subject {who!r}")
         evaluations[who] = {"attribution": att, "faithfulness": fa,
                             "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}
         evaluations[who]["results"] = {s: evaluate_ranking(fa, r) for s, r in evaluations[who]["rankings"].items()}

@@ -45,7 +45,7 @@ def test_analysis_json_is_the_returned_dict(result):
     path, out = result
     assert json.loads((path / "analysis.json").read_text()) == json.loads(json.dumps(out))
     assert out["schema_version"] == SCHEMA_VERSION
-    assert out["settings"]["method"] == "eap-ig" and out["settings"]["ablation"] == "mean"
+    assert out["settings"]["method"] == "auto" and out["settings"]["ablation"] == "mean"
     assert out["graph"]["n_edges"] == out["graph"]["edge_count_by_formula"] == 46
 
 

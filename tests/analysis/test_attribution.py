@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests_analysis_support import VOCAB, make_batch, make_model
 
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute
+from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute, quadrature
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
 
@@ -68,8 +70,36 @@ def test_scores_are_absolute_effects_and_methods_are_registered(setup):
     model, graph, batch, means = setup
     att = attribute("eap-ig", model, graph, batch, "zero", means)
     assert torch.equal(att.scores, att.effects.abs()) and att.scores.shape == (graph.n_edges,)
-    assert set(METHODS) == {"exact", "eap", "eap-ig", "acdc"}
-    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig, acdc"):
+    assert set(METHODS) == {"exact", "eap", "eap-ig", "eap-ig-gl", "eap-ig-act", "acdc"}
+    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig"):
         attribute("nope", model, graph, batch, "zero")
     with pytest.raises(ValueError, match="ig_steps=0 is not allowed"):
         attribute("eap-ig", model, graph, batch, "zero", ig_steps=0)
+
+
+@settings(max_examples=30, derandomize=True, deadline=None)
+@given(n=st.integers(1, 12), data=st.data())
+def test_quadrature_integrates_polynomials_of_degree_below_2n_exactly(n, data):
+    degree = data.draw(st.integers(0, 2 * n - 1))
+    alphas, weights = quadrature(n)
+    assert bool(((alphas > 0) & (alphas < 1)).all())  # the corrections vanish at 1: no point may sit there
+    assert float((weights * alphas ** degree).sum()) == pytest.approx(1 / (degree + 1), rel=1e-9)
+
+
+def test_eap_ig_act_splits_pairs_and_steps_into_chunks_without_changing_effects(setup):
+    model, graph, batch, means = setup
+    whole = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3)
+    chunked = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3, max_tokens=7)
+    torch.testing.assert_close(whole.effects, chunked.effects, rtol=1e-4, atol=1e-6)
+    assert chunked.forwards > whole.forwards
+
+
+def test_eap_ig_gl_is_eap_ig_with_gauss_legendre_points_and_weights(setup):
+    """Gauss-Legendre's one point is alpha = 1/2 with weight 1; MIB's two points are 1/2 and 1 with weights 1/2, and
+    EAP is the point 1 alone. So eap-ig-gl(1) = 2 * eap-ig(2) - eap, three separately computed runs."""
+    model, graph, batch, means = setup
+    one = attribute("eap-ig-gl", model, graph, batch, "mean", means, ig_steps=1)
+    two_right = attribute("eap-ig", model, graph, batch, "mean", means, ig_steps=2)  # points 1/2 and 1
+    eap_ = attribute("eap", model, graph, batch, "mean", means)  # the point 1
+    # right Riemann with 2 points = (g(1/2) + g(1)) / 2, so g(1/2) = 2 * two_right - eap: Gauss-Legendre's 1 point
+    torch.testing.assert_close(one.effects, 2 * two_right.effects - eap_.effects, rtol=1e-4, atol=1e-6)

@@ -44,13 +44,13 @@ def model_dir(tmp_path, small_model_dir):
 
 def test_node_run_is_added_beside_the_component_run(model_dir):
     first = analyze(model_dir, corpus_tokens=corpus(4), controls=False, selections=("topn",), **COMMON)
-    component = run_of(first, "component/eap-ig/mean")
+    component = run_of(first, "component/auto/mean")
     out = analyze(model_dir, level="node", corpus_tokens=corpus(4), val_tokens=corpus(2, 33), mask=FAST,
                   target_loss=0.3, **COMMON)
     assert json.loads((model_dir / "analysis.json").read_text()) == json.loads(json.dumps(out))
     assert out["schema_version"] == SCHEMA_VERSION == 3
-    assert kinds(out) == ["component/eap-ig/mean", "node/mask/mean"]
-    assert json.loads(json.dumps(run_of(out, "component/eap-ig/mean"))) == json.loads(json.dumps(component))
+    assert kinds(out) == ["component/auto/mean", "node/mask/mean"]
+    assert json.loads(json.dumps(run_of(out, "component/auto/mean"))) == json.loads(json.dumps(component))
     assert out["latest"].startswith("node/mask/mean/")
     assert out["settings"] == run_of(out, "node/mask/mean")["settings"]
     s = out["settings"]
@@ -86,10 +86,10 @@ def test_a_version_1_file_is_read_and_kept(model_dir):
     v1 = {k: v for k, v in v2.items() if k not in ("results", "latest", "sparse_layers", "config", "finished")}
     v1["schema_version"] = 1
     (model_dir / "analysis.json").write_text(json.dumps(v1))
-    assert read_analysis(model_dir)["results"]["component/eap-ig/mean"]["tasks"] == v1["tasks"]
+    assert read_analysis(model_dir)["results"]["component/auto/mean"]["tasks"] == v1["tasks"]
     out = analyze(model_dir, level="node", method="eap", ablation="zero", controls=False, **COMMON)
-    assert kinds(out) == ["component/eap-ig/mean", "node/eap/zero"]
-    assert out["results"]["component/eap-ig/mean"]["tasks"] == v1["tasks"]  # a version-1 run keeps its key
+    assert kinds(out) == ["component/auto/mean", "node/eap/zero"]
+    assert out["results"]["component/auto/mean"]["tasks"] == v1["tasks"]  # a version-1 run keeps its key
 
 
 def test_node_level_refusals_name_the_allowed_values_and_write_nothing(model_dir):
@@ -134,7 +134,7 @@ def test_two_analyses_with_different_task_lists_both_survive(model_dir):
     first = analyze(model_dir, tasks=["quote_close"], **base)
     second = analyze(model_dir, tasks=["induction"], **base)
     assert len(second["results"]) == 2 and first["latest"] in second["results"]
-    assert second["latest"] != first["latest"] and kinds(second) == ["component/eap-ig/mean"] * 2
+    assert second["latest"] != first["latest"] and kinds(second) == ["component/auto/mean"] * 2
     assert set(second["results"][first["latest"]]["tasks"]) >= {"quote_close"}
     assert second["results"][second["latest"]]["config"]["tasks"] == ["induction"]
     # Only a rerun with exactly the same settings replaces its predecessor (and moves to the end, as the newest).

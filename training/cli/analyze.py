@@ -25,8 +25,9 @@ def analyze(
         model_dir: A model directory.
         analysis: The analysis settings (glassformer.analysis.AnalysisConfig). Levels: component (embeddings,
             heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual, q/k/v and neuron or
-            transcoder-latent channels). Methods: component exact, eap, eap-ig (default) or acdc (threshold
-            --acdc_threshold, KL in nats); node mask, eap-ig or eap (default mask). Ablations: component mean,
+            transcoder-latent channels). Methods: component auto (default: exact patching up to
+            --exact_max_edges edges, eap-ig-gl above), exact, eap, eap-ig, eap-ig-gl, eap-ig-act or acdc
+            (threshold --acdc_threshold, KL in nats); node mask, eap-ig or eap (default mask). Ablations: component mean,
             position-mean, zero or corrupt; node mean or zero. --tasks takes one name or a list; --mask.steps sets
             the mask training.
         plugins: Modules to import first, which register tasks of their own (docs/adding-a-task.md).

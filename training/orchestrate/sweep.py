@@ -70,7 +70,7 @@ class SweepPreset:
     """Overrides of each variant's optimiser section."""
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     """The analysis of every model (tasks, n_pairs, corpus_windows, seed, ...), at each of ``levels``."""
-    levels: tuple[tuple[str, str], ...] = (("component", "eap-ig"),)
+    levels: tuple[tuple[str, str], ...] = (("component", "auto"),)
     """(level, method) of each analysis run per model; each adds its results to analysis.json."""
 
     def analyses(self, tasks: list[str] | None = None) -> list[AnalysisConfig]:
@@ -113,7 +113,7 @@ PRESETS: dict[str, SweepPreset] = {
                     "variant; 64 pairs per task; component (EAP-IG) and node (learned masks) circuits",
         variants=None,
         analysis=AnalysisConfig(n_pairs=64, corpus_windows=64),
-        levels=(("component", "eap-ig"), ("node", "mask")),
+        levels=(("component", "auto"), ("node", "mask")),
     ),
 }
 
