@@ -14,10 +14,11 @@ from glassformer.analysis.analyze import LEVELS, analyze, format_table, random_i
 from glassformer.analysis.capability import task_capability, validation_loss
 from glassformer.analysis.common import CONTROLS, WHO, geometric_mean
 from glassformer.analysis.component.ablation import ABLATIONS, Patcher, writer_means
-from glassformer.analysis.component.attribution import METHODS, Attribution, attribute
+from glassformer.analysis.component.attribution import METHODS, attribute
 from glassformer.analysis.component.circuits import SELECTIONS, circuit_mask, rank
 from glassformer.analysis.component.faithfulness import Faithfulness, evaluate_ranking
 from glassformer.analysis.component.graph import ComponentGraph, edge_count
+from glassformer.analysis.component.records import Attribution
 from glassformer.analysis.config import DEFAULT_METHOD, AnalysisConfig
 from glassformer.analysis.node.masks import MaskConfig
 from glassformer.analysis.results import SCHEMA_VERSION, read_analysis, runs_matching

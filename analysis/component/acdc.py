@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 
 from glassformer.analysis.component.ablation import Patcher, default_max_tokens
-from glassformer.analysis.component.attribution import Attribution, pair_chunks
 from glassformer.analysis.component.graph import ComponentGraph
+from glassformer.analysis.component.records import Attribution, pair_chunks
 from glassformer.analysis.tasks.base import TaskBatch
 
 DEFAULT_ACDC_THRESHOLD = 0.01

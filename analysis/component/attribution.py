@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,9 @@ import torch
 from torch import Tensor
 
 from glassformer.analysis.component.ablation import Patcher, default_max_tokens
+from glassformer.analysis.component.acdc import acdc
 from glassformer.analysis.component.graph import ComponentGraph
+from glassformer.analysis.component.records import Attribution, pair_chunks
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 DEFAULT_IG_STEPS = 5
@@ -62,42 +64,11 @@ COMPLETENESS_TOLERANCE = 0.05
 """A relative completeness error above this warns: the attribution has not converged."""
 
 
-@dataclass
-class Attribution:
-    """Edge (or, from ``node_attribution``, node) scores of one method on one task batch."""
-
-    method: str
-    effects: Tensor
-    """(n_edges,) or (n_nodes,): drop in mean logit difference when the edge or node alone is ablated (measured or
-    estimated)."""
-    seconds: float
-    forwards: int
-    """Model forwards run (one per batch of replicas)."""
-    ig_steps: int | None = None
-    """Integration steps (None for exact patching)."""
-
-    @property
-    def scores(self) -> Tensor:
-        """(n_edges,) importance: ``|effect|``."""
-        return self.effects.abs()
-
-
 @dataclass(frozen=True)
 class Method:
     name: str
     fn: Callable[..., Attribution]
     description: str
-
-
-def pair_chunks(batch: TaskBatch, max_tokens: int, replicas: int = 1) -> Iterator[TaskBatch]:
-    """Consecutive sub-batches small enough that ``replicas`` copies fit in ``max_tokens`` tokens."""
-    B, T = batch.clean.shape
-    size = max(1, min(B, max_tokens // max(1, T * replicas)))
-    for start in range(0, B, size):
-        idx = slice(start, start + size)
-        yield replace(batch, clean=batch.clean[idx], corrupt=batch.corrupt[idx], last=batch.last[idx],
-                      correct=batch.correct[idx], alternative=batch.alternative[idx],
-                      pairs=batch.pairs[idx])
 
 
 def _ld_sum(logits: Tensor, batch: TaskBatch) -> Tensor:
@@ -270,12 +241,6 @@ def eap_ig_act(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: st
     return Attribution("eap-ig-act", effects.float(), time.perf_counter() - start, forwards, ig_steps)
 
 
-def _acdc(*args: Any, **kwargs: Any) -> Attribution:
-    # Imported when called: acdc builds on this module's Attribution.
-    from glassformer.analysis.component.acdc import acdc
-    return acdc(*args, **kwargs)
-
-
 METHODS: dict[str, Method] = {
     m.name: m for m in (
         Method("exact", exact, "exact activation patching: one forward per edge"),
@@ -284,7 +249,7 @@ METHODS: dict[str, Method] = {
         Method("eap-ig-gl", eap_ig_gl, "EAP-IG from the ablated to the clean input, Gauss-Legendre quadrature"),
         Method("eap-ig-act", eap_ig_act, "EAP-IG along every activation at once, from the empty circuit to the "
                "model"),
-        Method("acdc", _acdc, "ACDC: edges pruned one by one, logits first, while KL to the model rises <= tau"),
+        Method("acdc", acdc, "ACDC: edges pruned one by one, logits first, while KL to the model rises <= tau"),
     )
 }
 AUTO = "auto"

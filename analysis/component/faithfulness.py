@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from glassformer.analysis.component.ablation import Patcher, default_max_tokens
-from glassformer.analysis.component.attribution import pair_chunks
 from glassformer.analysis.component.circuits import circuit_mask
 from glassformer.analysis.component.graph import ComponentGraph
+from glassformer.analysis.component.records import pair_chunks
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 GRID_PERCENT = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS, Attribution
+from glassformer.analysis.component.attribution import DEFAULT_IG_STEPS
+from glassformer.analysis.component.records import Attribution
 from glassformer.analysis.node.graph import GatedModel, frozen_weights
 from glassformer.analysis.tasks.base import logit_diff
 

@@ -125,7 +125,7 @@ def test_bad_input_is_refused_before_anything_is_written(model_dir, tmp_path):
     (model_dir / "analysis.json").write_text(sentinel)
     with pytest.raises(ValueError, match="tasks='nope' is not allowed: expected one of .*quote_close.*induction"):
         analyze(model_dir, tasks=["nope"], progress=False)
-    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig, acdc"):
+    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig, eap-ig-gl, eap-ig-act, acdc, auto"):
         analyze(model_dir, method="nope", progress=False)
     with pytest.raises(ValueError, match="ablation='half' is not allowed"):
         analyze(model_dir, ablation="half", progress=False)

@@ -210,7 +210,7 @@ def _analysis() -> dict:
             {"level": "component", "method": "eap-ig", "selection": "greedy", "n_edges_total": 46, "N_0.8": sizes,
              "N_0.9": sizes, "signal": {who: True for who in ("model", *CONTROLS)}}]}
     tasks = {"a": task(True, 4, False), "b": task(True, 16, True), "c": task(False, 1, False)}
-    row = summary(tasks, AnalysisConfig(selections=["greedy"]))[0]
+    row = summary(tasks, AnalysisConfig(selections=["greedy"], method="eap-ig"))[0]
     run = {"settings": {"level": "component", "method": "eap-ig", "ablation": "mean"}, "tasks": tasks,
            "summary": [row]}
     return {"results": {"component/eap-ig/mean": run}}
