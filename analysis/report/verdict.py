@@ -129,8 +129,9 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
                    "no controls": "no controls were measured, so whether it is real is not known",
                    "controls not at the target": "the controls were measured but never reached the target, so there "
                                                  "is no control ratio to judge it by"}[c["judgement"]]
+            tasks = f"{c['n_tasks']} task" + ("" if c["n_tasks"] == 1 else "s")
             parts.append(f"{level} circuits {ratio} (geometric mean {c['key']} {_f(c['size'], 1)} against "
-                         f"{_f(c['base_size'], 1)} {c['unit']} over {c['n_tasks']} tasks with signal in both)"
+                         f"{_f(c['base_size'], 1)} {c['unit']} over {tasks} with signal in both)"
                          + (f"; the controls' ratios are {ctrl}, {why};" if ctrl else f"; {why};"))
         lines.append(" ".join(parts).rstrip(";") + ".")
     lines += sanity_lines(report["models"])
