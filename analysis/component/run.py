@@ -123,7 +123,7 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
         runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
         runs["shuffled_labels"] = (subjects["model"], batch.shuffled_labels(config.seed), means["model"])
     entry: dict[str, Any] = {"status": "ok", "description": description, "n_pairs": len(batch),
-                             "seed": config.seed, "example": batch.pairs[0].example(),
+                             "seed": config.seed, "example": batch.pairs[0].example() if batch.pairs else None,
                              "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
     fas = {who: Faithfulness(model, graph, b, config.ablation, mu) for who, (model, b, mu) in runs.items()}
     entry["gate"] = {who: _gate(model, b, fas[who], config) for who, (model, b, _) in runs.items()}

@@ -149,3 +149,23 @@ def test_analyze_hands_the_configured_threshold_to_acdc(tmp_path, small_model_di
     assert seen == [0.25]
     circuit = out["tasks"]["induction"]["circuits"][0]
     assert circuit["method"] == "acdc" and circuit["N_0.8"]["model"]["edges"] is not None
+
+
+def test_the_default_method_recovers_the_planted_circuit_at_component_level():
+    """The planted model read by the default analysis (method auto: exact patching on this 9-edge graph): every
+    edge into or out of the silent head has effect exactly 0 and lies outside every circuit; each needed edge
+    has an effect."""
+    from glassformer.analysis.component.run import analyze_task
+
+    model, graph = _planted()
+    batch = make_batch(B=8, T=7)
+    config = AnalysisConfig(ablation="zero", controls=False, size_gated_out=True)
+    assert config.method == "auto"
+    entry = analyze_task("planted", "", batch, graph, {"model": model}, {"model": None}, config)
+    assert entry["attribution"]["method"] == "exact"
+    effects = dict(entry["circuits"][0]["top_edges"]["model"])
+    assert set(effects) == NEEDED | IRRELEVANT
+    assert all(effects[name] == 0.0 for name in IRRELEVANT)
+    assert all(abs(effects[name]) > 1e-6 for name in NEEDED)
+    for circuit in entry["circuits"]:
+        assert set(circuit["circuit_nodes"]) <= {"input", "a0.h0", "logits"}, circuit["selection"]
