@@ -87,7 +87,9 @@ class AnalysisConfig:
     target_loss: float = DEFAULT_TARGET_LOSS
     """node: the circuit size is the smallest circuit whose held-out task loss is at most this (nats)."""
     holdout: float = 0.5
-    """node: fraction of pairs held out to measure sizes on; the rest train masks or attribution."""
+    """Fraction of pairs held out to measure circuits on; the rest rank edges (component) or train masks and
+    attribution (node), so no circuit is scored on the pairs that chose it. 0 ranks and measures on the same pairs.
+    The capability gate reads every pair."""
     mask: MaskConfig = field(default_factory=MaskConfig)
     """node, method mask: how masks are trained and searched (mask.steps: optimizer steps per mask)."""
     gate_alpha: float = 0.05

@@ -41,6 +41,7 @@ from glassformer.analysis.component.faithfulness import (
     evaluate_ranking,
 )
 from glassformer.analysis.component.graph import ComponentGraph, edge_count
+from glassformer.analysis.node.masks import split_pairs
 from glassformer.analysis.tasks import TaskBatch
 
 if TYPE_CHECKING:
@@ -131,18 +132,12 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     # A task without capability is never sized: every subject is skipped (controls are sized beside a capable
     # model only, where they are the sanity check).
     sized = runs if entry["capable"] or config.size_gated_out else {}
-    evaluations: dict[str, dict[str, Any]] = {}
     method, steps = resolve_method(config.method, graph, config.ig_steps, config.exact_max_edges)
-    entry["attribution"] = {"method": method, "ig_steps": steps, "completeness": {}}
-    extra = {"acdc_threshold": config.acdc_threshold} if method == "acdc" else {}
-    for who, (model, b, mu) in sized.items():
-        att = attribute(method, model, graph, b, config.ablation, mu, ig_steps=steps, **extra)
-        fa = fas[who]
-        entry["attribution"]["completeness"][who] = record = completeness(att, fa)
-        check_completeness(record, f"task {name!r}, subject {who!r}")
-        evaluations[who] = {"attribution": att, "faithfulness": fa,
-                            "rankings": {s: rank(s, graph, att.scores) for s in config.selections}}
-        evaluations[who]["results"] = {s: evaluate_ranking(fa, r) for s, r in evaluations[who]["rankings"].items()}
+    train, heldout = split_pairs(batch, config.holdout)
+    entry["attribution"] = {"method": method, "ig_steps": steps, "ranked_on_pairs": len(train),
+                            "measured_on_pairs": len(heldout), "completeness": {}}
+    evaluations = {who: _size_subject(name, who, model, b, mu, graph, config, method, steps, entry["attribution"])
+                   for who, (model, b, mu) in sized.items()}
     names = graph.edge_names()
     circuits = []
     for selection in config.selections:
@@ -153,7 +148,8 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
                       for who in ("model", *CONTROLS)}
         c["signal"] = {who: ev["results"][selection]["signal"] for who, ev in evaluations.items()}
         c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
-        c["baseline"] = {who: {"m_model": fa.m_model, "m_empty": fa.m_empty} for who, fa in fas.items()}
+        c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
+                         for who, ev in evaluations.items()}
         c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
                                 for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
                           for who, ev in evaluations.items()}
@@ -167,6 +163,21 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     entry["seconds"] = {"attribution": {who: ev["attribution"].seconds for who, ev in evaluations.items()},
                         "total": time.perf_counter() - start}
     return entry
+
+
+def _size_subject(name: str, who: str, model: Any, batch: TaskBatch, means: Any, graph: ComponentGraph,
+                  config: AnalysisConfig, method: str, steps: int | None, record: dict[str, Any]) -> dict[str, Any]:
+    """Edge scores on the ranking pairs, completeness checked there, and each selection's circuits measured on the
+    held-out pairs (``config.holdout`` of them), so a circuit is never scored on the pairs that chose it."""
+    train, heldout = split_pairs(batch, config.holdout)
+    extra = {"acdc_threshold": config.acdc_threshold} if method == "acdc" else {}
+    att = attribute(method, model, graph, train, config.ablation, means, ig_steps=steps, **extra)
+    record["completeness"][who] = done = completeness(att, Faithfulness(model, graph, train, config.ablation, means))
+    check_completeness(done, f"task {name!r}, subject {who!r}")
+    fa = Faithfulness(model, graph, heldout, config.ablation, means)
+    rankings = {s: rank(s, graph, att.scores) for s in config.selections}
+    return {"attribution": att, "faithfulness": fa, "rankings": rankings,
+            "results": {s: evaluate_ranking(fa, r) for s, r in rankings.items()}}
 
 
 def _gate(model: Any, batch: TaskBatch, fa: Faithfulness, config: AnalysisConfig) -> dict[str, Any]:

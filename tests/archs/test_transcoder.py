@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from glassformer.archs import ConfigError, ModelConfig, build_model, load_model_dir, save_model_dir
@@ -58,12 +58,15 @@ def test_edits_made_by_a_latent_hook_take_effect():
 
 @settings(max_examples=15, deadline=None)
 @given(k=st.integers(1, 32), n_tokens=st.integers(1, 12), seed=st.integers(0, 10_000))
+@example(k=31, n_tokens=1, seed=0)  # drew a negative pre-activation under the old fixed bias
 def test_batchtopk_keeps_exactly_k_times_the_tokens_over_the_batch_in_training(k, n_tokens, seed):
     torch.manual_seed(seed)
     tc = transcoder(activation="batchtopk", k=k).train()
-    with torch.no_grad():
-        tc.b_enc.fill_(10.0)  # every pre-activation positive, so the ReLU cannot remove kept latents
     x = torch.randn(1, n_tokens, D)
+    with torch.no_grad():
+        # Every pre-activation positive, so the ReLU cannot remove kept latents (a fixed bias of 10 was not always
+        # enough: seed 0 with k=31 and one token drew a pre-activation of -3.3).
+        tc.b_enc.fill_(float((x @ tc.W_enc.T).abs().max()) + 1.0)
     codes = codes_of(tc, x)
     assert int((codes != 0).sum()) == k * n_tokens
     pre = x @ tc.W_enc.T + tc.b_enc
