@@ -148,7 +148,7 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
         c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     c["fraction"] = {who: (None if c["nodes"][who] is None else c["nodes"][who] / graph.n_nodes) for who in WHO}
     if config.method == "mask":
-        for key in ("chosen", "search", "active", "agreement"):
+        for key in ("chosen", "search", "active", "agreement", "train_target"):
             c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     keep = found.get("model", {}).get("keep")
     c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]

@@ -354,7 +354,8 @@ def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, 
 
     Returns the held-out result of :func:`smallest_circuit` plus ``tau`` (the chosen mask), ``ranking``, ``keep``
     (bool (n_nodes,), the circuit; None when the target is not reached), ``chosen`` ({k_coef, lr}) and ``search``
-    (per pair: active nodes after training and the task loss of that mask on the training pairs).
+    (per pair: active nodes after training and the task loss of that mask on the training pairs) and
+    ``train_target`` (the target the mask was chosen at, on the training pairs).
 
     Example:
         >>> out = learn_circuit(model, graph, train, heldout, "mean", means)  # doctest: +SKIP
@@ -380,4 +381,4 @@ def learn_circuit(model: Any, graph: Any, train: TaskBatch, heldout: TaskBatch, 
         keep = torch.zeros(graph.n_nodes, dtype=torch.bool)
         keep[ranking[: result["nodes"]]] = True
     return {**result, "tau": run.tau.cpu(), "ranking": ranking, "keep": keep, "active": run.active,
-            "chosen": {"k_coef": run.k_coef, "lr": run.lr}, "search": search}
+            "chosen": {"k_coef": run.k_coef, "lr": run.lr}, "search": search, "train_target": train_target}

@@ -21,7 +21,14 @@ from tests_analysis_support import make_batch, make_model
 from glassformer.analysis import AnalysisConfig
 from glassformer.analysis.node.circuits import analyze_task, format_table, summary
 from glassformer.analysis.node.graph import GatedModel, NodeGraph
-from glassformer.analysis.node.masks import circuit_kl, circuit_loss_fn, smallest_circuit, split_pairs
+from glassformer.analysis.node.masks import (
+    MaskConfig,
+    circuit_kl,
+    circuit_loss_fn,
+    learn_circuit,
+    smallest_circuit,
+    split_pairs,
+)
 from glassformer.analysis.tasks.base import logit_diff
 
 SABOTAGE = {"m0.hidden[2]", "m0.hidden[3]"}
@@ -70,6 +77,18 @@ def test_a_circuit_that_beats_its_model_is_flagged(target):
         expected = loss_full + 0.05 if target is None else target
         assert out["target"] == pytest.approx(expected, rel=1e-4)
         assert out["target_rule"] == ("relative" if target is None else "absolute")
+
+
+@pytest.mark.parametrize("target", [None, 0.3])
+def test_masks_are_chosen_at_the_training_pairs_relative_target(target):
+    model = sabotaged_model()
+    graph = NodeGraph.from_config(model.cfg)
+    train, heldout = split_pairs(planted_batch(32, 1), 0.5)
+    out = learn_circuit(model, graph, train, heldout, "zero", None, target,
+                        MaskConfig(steps=2, search=((1e-3, 5e-2),), seed=0), margin=0.05)
+    expected = full_loss(model, train) + 0.05 if target is None else target
+    assert out["train_target"] == pytest.approx(expected, rel=1e-4)
+    assert out["target"] == pytest.approx(full_loss(model, heldout) + 0.05 if target is None else target, rel=1e-4)
 
 
 def test_artefact_rule_on_synthetic_losses():
