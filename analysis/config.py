@@ -28,7 +28,7 @@ from glassformer.analysis.component.attribution import AUTO, DEFAULT_IG_STEPS, E
 from glassformer.analysis.component.circuits import SELECTIONS
 from glassformer.analysis.node.circuits import NODE_METHODS
 from glassformer.analysis.node.graph import NODE_ABLATIONS
-from glassformer.analysis.node.masks import DEFAULT_TARGET_LOSS, MaskConfig
+from glassformer.analysis.node.masks import DEFAULT_ARTEFACT_MARGIN, DEFAULT_TARGET_MARGIN, MaskConfig
 from glassformer.analysis.tasks import TASKS
 
 COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-gl above"}
@@ -84,8 +84,15 @@ class AnalysisConfig:
     """component, method acdc: an edge is removed when its removal raises the KL divergence of the last-position
     next-token distribution from the model's by at most this (nats, mean over pairs); 0 keeps every edge that
     matters at all."""
-    target_loss: float = DEFAULT_TARGET_LOSS
-    """node: the circuit size is the smallest circuit whose held-out task loss is at most this (nats)."""
+    target_margin: float = DEFAULT_TARGET_MARGIN
+    """node: the circuit size is the smallest circuit whose held-out task loss is at most the full model's own
+    held-out task loss plus this (nats; the relative target, applied to each subject's own full model)."""
+    target_loss: float | None = None
+    """node: an absolute target instead (nats; Gao et al. use 0.15): a number replaces the relative rule, None
+    keeps it. An absolute target can lie below the full model's loss, so only an ablation artefact reaches it."""
+    artefact_margin: float = DEFAULT_ARTEFACT_MARGIN
+    """node: a circuit whose held-out task loss is more than this (nats) below the full model's is flagged as an
+    artefact and left out of the size averages."""
     holdout: float = 0.5
     """Fraction of pairs held out to measure circuits on; the rest rank edges (component) or train masks and
     attribution (node), so no circuit is scored on the pairs that chose it. 0 ranks and measures on the same pairs.
@@ -132,8 +139,13 @@ class AnalysisConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer")
         t = self.target_loss
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            raise ValueError(f"target_loss={t!r} is not allowed: expected a positive number of nats")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf")):
+            raise ValueError(f"target_loss={t!r} is not allowed: expected None (the relative target) or a positive "
+                             "finite number of nats")
+        for name in ("target_margin", "artefact_margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+                raise ValueError(f"{name}={v!r} is not allowed: expected a finite number of nats >= 0")
         a = self.gate_alpha
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
             raise ValueError(f"gate_alpha={a!r} is not allowed: expected a significance level in (0, 1)")

@@ -28,6 +28,7 @@ from glassformer.analysis.common import CONTROLS, WHO, Level, geometric_mean
 from glassformer.analysis.node.attribution import NODE_SCORES, agreement, attribute_nodes
 from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
 from glassformer.analysis.node.masks import (
+    circuit_kl,
     circuit_loss_fn,
     learn_circuit,
     rank_nodes,
@@ -44,7 +45,8 @@ NODE_METHODS: dict[str, str] = {
     **NODE_SCORES,
 }
 MAX_CIRCUIT_NAMES = 200
-RUN_KEYS = ("level", "method", "ablation", "target_loss", "holdout", "n_pairs", "seed", "controls")
+RUN_KEYS = ("level", "method", "ablation", "target_rule", "target_margin", "target_loss", "artefact_margin",
+            "holdout", "n_pairs", "seed", "controls")
 """The settings every circuit entry and summary row repeats, so a report can mix runs."""
 
 
@@ -53,17 +55,24 @@ def run_fields(config: AnalysisConfig) -> dict[str, Any]:
 
     Example:
         >>> from glassformer.analysis.config import AnalysisConfig
-        >>> run_fields(AnalysisConfig(level="node"))["target_loss"]
-        0.15
+        >>> f = run_fields(AnalysisConfig(level="node"))
+        >>> f["target_rule"], f["target_margin"], f["target_loss"]
+        ('relative', 0.05, None)
     """
+    absolute = config.target_loss is not None
     return {"level": config.level, "method": config.method, "ablation": config.ablation,
-            "target_loss": float(config.target_loss), "holdout": float(config.holdout), "n_pairs": config.n_pairs,
-            "seed": config.seed, "controls": list(CONTROLS) if config.controls else []}
+            "target_rule": "absolute" if absolute else "relative",
+            "target_margin": None if absolute else float(config.target_margin),
+            "target_loss": float(config.target_loss) if absolute else None,
+            "artefact_margin": float(config.artefact_margin), "holdout": float(config.holdout),
+            "n_pairs": config.n_pairs, "seed": config.seed, "controls": list(CONTROLS) if config.controls else []}
 
 
 def settings_record(config: AnalysisConfig) -> dict[str, Any]:
     """What analysis.json's ``settings`` holds for a node-level run beyond the shared fields."""
-    return {"target_loss": float(config.target_loss), "holdout": float(config.holdout), "metric": "task_loss",
+    fields = run_fields(config)
+    return {**{k: fields[k] for k in ("target_rule", "target_margin", "target_loss", "artefact_margin")},
+            "holdout": float(config.holdout), "metric": "task_loss",
             "ig_steps": _ig_steps(config), "mask": config.mask.record() if config.method == "mask" else None}
 
 
@@ -73,8 +82,9 @@ def _ig_steps(config: AnalysisConfig) -> int:
 
 def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, means: Any, config: AnalysisConfig
                 ) -> dict[str, Any]:
-    """One subject: the circuit at ``config.target_loss`` by ``config.method`` under ``config.ablation`` (masks
-    trained as ``config.mask`` says), its edges, timings.
+    """One subject: the circuit at the target (its own full loss + ``config.target_margin``, or
+    ``config.target_loss``) by ``config.method`` under ``config.ablation`` (masks trained as ``config.mask`` says),
+    its edges, the KL divergence of its next-token distribution from the full model's on the held-out pairs, timings.
 
     Example:
         >>> circuit_for(model, graph, batch, means, AnalysisConfig(level="node", method="eap-ig")
@@ -86,20 +96,22 @@ def circuit_for(model: Any, graph: NodeGraph, batch: TaskBatch, means: Any, conf
     train, heldout = split_pairs(batch, config.holdout)
     gated_train = GatedModel(model, graph, train, ablation, means)
     att = attribute_nodes("eap-ig" if method == "mask" else method, gated_train, ig_steps=_ig_steps(config))
+    margins = {"margin": config.target_margin, "artefact_margin": config.artefact_margin}
+    gated_eval = GatedModel(model, graph, heldout, ablation, means)
     if method == "mask":
-        out = learn_circuit(model, graph, train, heldout, ablation, means, target, config.mask)
+        out = learn_circuit(model, graph, train, heldout, ablation, means, target, config.mask, **margins)
         out["agreement"] = {"method": "eap-ig", **agreement(out["keep"], out["tau"], att.scores)}
         scores = out["tau"]
     else:
         ranking = rank_nodes(att.scores)
-        gated_eval = GatedModel(model, graph, heldout, ablation, means)
-        out = smallest_circuit(circuit_loss_fn(gated_eval, ranking), graph.n_nodes, target)
+        out = smallest_circuit(circuit_loss_fn(gated_eval, ranking), graph.n_nodes, target, **margins)
         out["ranking"], out["keep"] = ranking, None
         if out["reached"]:
             out["keep"] = torch.zeros(graph.n_nodes, dtype=torch.bool)
             out["keep"][ranking[: out["nodes"]]] = True
         scores = att.scores
     keep = out["keep"]
+    out["kl"] = circuit_kl(gated_eval, out["ranking"], out["nodes"]) if out["reached"] else None
     out["edges"] = graph.edges(model, keep)["total"] if keep is not None else None
     out["nodes_by_kind"] = graph.kinds(keep) if keep is not None else None
     out["top_nodes"] = [[graph.node_name(i), float(scores[i])] for i in out["ranking"][:20].tolist()]
@@ -130,12 +142,13 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
     found = _circuits(runs, graph, config) if gate["model"]["passed"] or config.size_gated_out else {}
     c: dict[str, Any] = run_fields(config)
     c.update(selection=config.method, n_nodes_total=graph.n_nodes)
-    for key in ("nodes", "edges", "loss", "reached", "loss_full", "loss_empty", "bracket", "nodes_by_kind",
+    for key in ("nodes", "edges", "loss", "reached", "loss_full", "loss_empty", "target", "target_rule", "artefact",
+                "kl", "bracket", "nodes_by_kind",
                 "top_nodes", "train_pairs", "heldout_pairs", "seconds"):
         c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     c["fraction"] = {who: (None if c["nodes"][who] is None else c["nodes"][who] / graph.n_nodes) for who in WHO}
     if config.method == "mask":
-        for key in ("chosen", "search", "active", "agreement"):
+        for key in ("chosen", "search", "active", "agreement", "train_target"):
             c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     keep = found.get("model", {}).get("keep")
     c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]
@@ -179,7 +192,8 @@ def node_gate(model: Any, graph: NodeGraph, batch: TaskBatch, means: Any, config
 
 def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any]]:
     """Geometric means over tasks of the circuit size (nodes, edges) at the target, for each subject, over the
-    tasks where it reached the target, with how many did (so a mean over few tasks shows as one).
+    tasks where it reached the target with a circuit that is not an artefact (one that beats its full model is
+    counted in ``tasks_artefact`` and never averaged), with how many did (so a mean over few tasks shows as one).
 
     Example:
         >>> t = {"a": {"status": "ok", "circuits": [{"nodes": {"model": 4}, "edges": {"model": 9},
@@ -198,10 +212,17 @@ def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any
     row: dict[str, Any] = run_fields(config)
     row.update(selection=config.method, n_tasks=len(ok), **gate_counts(tasks))
     row["n_tasks_gated_in"] = len(gated_in)
+
+    def artefact(t: dict[str, Any], who: str) -> bool:
+        # Entries written before the artefact rule have no flag: none is an artefact, as none was then.
+        return bool(t["circuits"][0].get("artefact", {}).get(who))
+
     for key in ("nodes", "edges"):
-        row[f"geomean_{key}"] = {who: geometric_mean([t["circuits"][0][key].get(who) for t in gated_in],
-                                                     floor=1.0) for who in WHO}
-    row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) for t in gated_in) for who in WHO}
+        row[f"geomean_{key}"] = {who: geometric_mean([t["circuits"][0][key].get(who) for t in gated_in
+                                                      if not artefact(t, who)], floor=1.0) for who in WHO}
+    row["tasks_reached"] = {who: sum(bool(t["circuits"][0]["reached"].get(who)) and not artefact(t, who)
+                                     for t in gated_in) for who in WHO}
+    row["tasks_artefact"] = {who: sum(artefact(t, who) for t in gated_in) for who in WHO}
     return [row]
 
 
@@ -209,13 +230,15 @@ def format_table(result: dict[str, Any]) -> list[str]:
     """Lines of the node-level table: per task the circuit size at the target loss (nodes, edges, the loss
     measured there), the controls beside each, and the agreement of EAP-IG with the mask."""
     s = result["settings"]
-    lines = [f"node-level circuits by {s['method']}: size at task loss <= {s['target_loss']} on held-out pairs; "
+    target = (f"task loss <= {s['target_loss']}" if s.get("target_loss") is not None
+              else f"task loss <= full model's + {s.get('target_margin')}")
+    lines = [f"node-level circuits by {s['method']}: size at {target} on held-out pairs; "
              f"each number [random_init | shuffled_labels]; {result['graph']['n_nodes']} nodes, "
              f"{result['graph'].get('n_edges')} edges in the whole model", ""]
     ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
     width = max([len(n) for n in result["tasks"]] + [8])
     lines.append(f"{'task':<{width}}  {GATE_HEADER}  {'nodes':<22}{'edges':<26}{'loss at size':<14}"
-                 + ("spearman/overlap" if s["method"] == "mask" else ""))
+                 + f"{'KL':<8}" + ("spearman/overlap" if s["method"] == "mask" else ""))
     for name, t in ok.items():
         c = t["circuits"][0]
         agree = ""
@@ -224,15 +247,17 @@ def format_table(result: dict[str, Any]) -> list[str]:
             agree = f"{_num(a['spearman'], 2)}/{_num(a['overlap'], 2)}"
         lines.append(f"{name:<{width}}  {gate_columns(t)}  {_cell(c, 'nodes'):<22}"
                      f"{_cell(c, 'edges'):<26}{_num(c['loss']['model'], 3) + ('' if c['reached']['model'] else '!'):<14}"
-                     + agree)
+                     f"{_num(c.get('kl', {}).get('model'), 3):<8}" + agree)
     row = result["summary"][0]
     geo = {k: f"{_num(row[f'geomean_{k}'].get('model'), 1)} [" + " | ".join(
         _num(row[f"geomean_{k}"].get(w), 1) for w in WHO[1:] if w in s["controls"]) + "]" for k in ("nodes", "edges")}
     n_in = row.get("n_tasks_gated_in", row["n_tasks"])
     lines.append(f"{'geomean':<{width}}  {'':<{len(GATE_HEADER)}}  {geo['nodes']:<22}{geo['edges']:<26}"
-                 f"reached {row['tasks_reached']['model']}/{n_in} of the {n_in} of {row['n_tasks']} tasks that "
-                 f"passed the gate")
+                 f"reached {row['tasks_reached']['model']}/{n_in} (+{row.get('tasks_artefact', {}).get('model', 0)} "
+                 f"artefact) of the {n_in} of {row['n_tasks']} tasks that passed the gate")
     lines.append("- = target not reached (the loss column then shows the lowest loss found, marked !)")
+    lines.append(f"* = artefact: the circuit's loss is more than {s.get('artefact_margin')} nats below its full "
+                 "model's (it beats the model); never averaged. KL: full model || circuit, last position, held out")
     lines.append("gate: in = the model passed the capability gate; out = never sized, never averaged")
     return [*lines, *gate_notes(ok)]
 
@@ -244,7 +269,7 @@ def _num(v: Any, digits: int) -> str:
 def _cell(c: dict[str, Any], key: str) -> str:
     def one(who: str) -> str:
         v = c[key].get(who)
-        return "-" if v is None else str(v)
+        return "-" if v is None else str(v) + ("*" if c.get("artefact", {}).get(who) else "")
 
     controls = [one(w) for w in WHO[1:] if w in c["controls"]]
     return f"{one('model')} [{' | '.join(controls)}]"

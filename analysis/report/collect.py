@@ -390,7 +390,8 @@ def collect_model(model_dir: str | Path, name: str | None = None) -> dict[str, A
             "random_init_val_loss": _finite(cap.get("random_init_val_loss")),
         },
         "analysis": {level: {"run": run["key"], **{k: run.get("settings", {}).get(k) for k in (
-            "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss")}}
+            "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss",
+            "target_margin")}}
             for level, (run, _) in picked.items()},
         "sizes": sizes,
         "tasks": tasks,

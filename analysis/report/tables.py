@@ -171,6 +171,7 @@ def settings_table(report: dict[str, Any]) -> Table:
     for m in report["models"]:
         for level, a in m["analysis"].items():
             target = (f"task loss <= {a['target_loss']:g}" if a.get("target_loss") is not None
+                      else f"task loss <= full model's + {a['target_margin']:g}" if a.get("target_margin") is not None
                       else (m["sizes"].get(level) or {}).get("key", "-"))
             rows.append([m["name"], level, str(a.get("method")), str(a.get("ablation")), str(a.get("n_pairs")),
                          str(a.get("seed")), ", ".join(a.get("controls") or []) or "none",
