@@ -6,8 +6,9 @@ Two levels (``LEVELS``), each with its methods (``METHODS_BY_LEVEL``):
   (top-n, greedy growth from the logits), their measured faithfulness curve, N_0.8 / N_0.9 (edges and fraction
   of edges), CPR and CMD.
 - ``node`` (methods ``mask``, ``eap-ig``, ``eap``): nodes are residual, q/k/v and neuron or latent channels
-  (:mod:`glassformer.analysis.node.graph`); for each task the circuit size at a fixed task loss (``target_loss``,
-  0.15 by default) on held-out pairs, in nodes and edges, by learned masks (:mod:`masks`) or attribution.
+  (:mod:`glassformer.analysis.node.graph`); for each task the smallest circuit within ``target_margin`` of the
+  full model's own held-out task loss (or at most an absolute ``target_loss``), in nodes and edges, by learned
+  masks (:mod:`masks`) or attribution; circuits far below the model's loss are flagged as artefacts.
 
 Every number has the same measurement on two controls beside it: a randomly initialised model of the same config
 (``random_init``) and the task with shuffled labels (``shuffled_labels``). Beside the circuits, ``sparse_layers``
