@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -170,3 +172,20 @@ def read_training(path: str | Path) -> dict[str, Any]:
     """``training.json`` of a model directory, or an empty dict when there is none."""
     p = Path(path) / TRAINING_FILE
     return read_json(p) if p.exists() else {}
+
+
+def software_versions(packages: Iterable[str]) -> dict[str, str]:
+    """The Python version and the installed version of each of ``packages`` (those not installed are left out):
+    what training.json and a report record of the software that produced them.
+
+    Example:
+        >>> sorted(software_versions(["torch", "no-such-package"]))
+        ['python', 'torch']
+    """
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import signal
 import sys
 import time
@@ -18,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from glassformer.archs import ModelConfig, save_model_dir
 from glassformer.archs.config import ConfigError
+from glassformer.archs.model_dir import software_versions
 from glassformer.training.checks import check_writable
 from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 from glassformer.training.datamodule import TokenWindowDataModule
@@ -108,17 +108,10 @@ def keep_csv_metrics(out: Path) -> Path | None:
     return target
 
 
-def software_versions() -> dict[str, str]:
-    """Versions recorded in training.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("glassformer", "lightning", "tokenizers", "datasets", "triton"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+def training_versions() -> dict[str, str]:
+    """Versions recorded in training.json (torch as it reports itself, with its build suffix)."""
+    return {**software_versions(("glassformer", "lightning", "tokenizers", "datasets", "triton")),
+            "torch": torch.__version__}
 
 
 def final_model(trainer: L.Trainer, module: LanguageModel, model_cfg: ModelConfig) -> torch.nn.Module | None:
@@ -255,7 +248,7 @@ def fit(
             "throughput": {"tokens_per_sec": throughput.tokens_per_sec, "train_seconds": throughput.train_seconds},
             "wall_seconds": time.time() - started,
             "config": {"data": asdict(data_cfg), "optim": optim_dict(optim_cfg), "trainer": asdict(trainer_cfg)},
-            "versions": software_versions(), "command": sys.argv, **(extra_training_info or {}),
+            "versions": training_versions(), "command": sys.argv, **(extra_training_info or {}),
         }
         save_model_dir(out, model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
     return out

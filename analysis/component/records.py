@@ -7,7 +7,7 @@ the registry of methods can import every method without a cycle.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -39,7 +39,4 @@ def pair_chunks(batch: TaskBatch, max_tokens: int, replicas: int = 1) -> Iterato
     B, T = batch.clean.shape
     size = max(1, min(B, max_tokens // max(1, T * replicas)))
     for start in range(0, B, size):
-        idx = slice(start, start + size)
-        yield replace(batch, clean=batch.clean[idx], corrupt=batch.corrupt[idx], last=batch.last[idx],
-                      correct=batch.correct[idx], alternative=batch.alternative[idx],
-                      pairs=batch.pairs[idx])
+        yield batch.subset(slice(start, start + size))

@@ -41,8 +41,7 @@ from glassformer.analysis.component.faithfulness import (
     evaluate_ranking,
 )
 from glassformer.analysis.component.graph import ComponentGraph, edge_count
-from glassformer.analysis.node.masks import split_pairs
-from glassformer.analysis.tasks import TaskBatch
+from glassformer.analysis.tasks.base import TaskBatch, split_pairs
 
 if TYPE_CHECKING:
     from glassformer.analysis.config import AnalysisConfig

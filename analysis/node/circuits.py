@@ -33,9 +33,8 @@ from glassformer.analysis.node.masks import (
     learn_circuit,
     rank_nodes,
     smallest_circuit,
-    split_pairs,
 )
-from glassformer.analysis.tasks.base import TaskBatch, logit_diff
+from glassformer.analysis.tasks.base import TaskBatch, logit_diff, split_pairs
 
 if TYPE_CHECKING:
     from glassformer.analysis.config import AnalysisConfig

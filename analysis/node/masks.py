@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -301,31 +301,6 @@ def circuit_kl(gated: GatedModel, ranking: Tensor, k: int) -> float:
     full = torch.log_softmax(gated.circuit_logits(ranking, [gated.graph.n_nodes])[0].double(), dim=-1)
     circ = torch.log_softmax(gated.circuit_logits(ranking, [int(k)])[0].double(), dim=-1)
     return float((full.exp() * (full - circ)).sum(-1).mean())
-
-
-def split_pairs(batch: TaskBatch, holdout: float) -> tuple[TaskBatch, TaskBatch]:
-    """(training pairs, held-out pairs): the last ``round(holdout * B)`` pairs are held out (at least one of each
-    when ``0 < holdout < 1`` and B >= 2); ``holdout=0`` trains and measures on the same pairs.
-
-    Example:
-        >>> b = TaskBatch("t", torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long),
-        ...               torch.zeros(4, dtype=torch.long), torch.arange(4), torch.arange(4) + 4)
-        >>> [s.correct.tolist() for s in split_pairs(b, 0.5)]
-        [[0, 1], [2, 3]]
-    """
-    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 <= holdout < 1:
-        raise ValueError(f"holdout={holdout!r} is not allowed: expected a fraction in [0, 1)")
-    B = len(batch)
-    if holdout == 0 or B < 2:
-        return batch, batch
-    n_eval = min(B - 1, max(1, round(holdout * B)))
-    return subset(batch, slice(0, B - n_eval)), subset(batch, slice(B - n_eval, B))
-
-
-def subset(batch: TaskBatch, idx: slice) -> TaskBatch:
-    """The pairs ``idx`` of ``batch``."""
-    return replace(batch, clean=batch.clean[idx], corrupt=batch.corrupt[idx], last=batch.last[idx],
-                   correct=batch.correct[idx], alternative=batch.alternative[idx], pairs=batch.pairs[idx])
 
 
 def choose_mask(train_losses: list[float], active: list[int], target: float) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,24 +24,12 @@ from typing import Any
 
 from glassformer.analysis.report.collect import collect_model
 from glassformer.analysis.report.verdict import verdict_rows, verdict_text
+from glassformer.archs.model_dir import software_versions
 
 SCHEMA_VERSION = 1
 CIRCUIT_EDGES_SHOWN = 20
 CIRCUIT_NODES_SHOWN = 40
 LEVEL_ORDER = ("component", "node")
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of the software that produced a report."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("glassformer", "torch", "matplotlib", "jsonschema"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def unique_names(dirs: list[Path]) -> list[str]:
@@ -156,7 +143,8 @@ def build_report(model_dirs: list[str | Path], *, baseline: str | Path | None = 
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "glassformer.report",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": list(command if command is not None else sys.argv), "versions": software_versions(),
+        "command": list(command if command is not None else sys.argv),
+        "versions": software_versions(("glassformer", "torch", "matplotlib", "jsonschema")),
         "baseline": base_name, "circuit_task": task, "levels": levels,
         "drawing": {"max_edges": CIRCUIT_EDGES_SHOWN, "max_nodes": CIRCUIT_NODES_SHOWN}, "models": models,
         "pareto": {lv: pareto_front([(m["name"], (m["sizes"].get(lv) or {}).get("geomean", {}).get("model"),

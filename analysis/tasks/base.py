@@ -76,6 +76,18 @@ class TaskBatch:
     def __len__(self) -> int:
         return int(self.clean.shape[0])
 
+    def subset(self, idx: slice) -> TaskBatch:
+        """The pairs ``idx`` of the batch.
+
+        Example:
+            >>> b = TaskBatch("t", torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long),
+            ...               torch.zeros(4, dtype=torch.long), torch.arange(4), torch.arange(4) + 4)
+            >>> b.subset(slice(1, 3)).correct.tolist()
+            [1, 2]
+        """
+        return replace(self, clean=self.clean[idx], corrupt=self.corrupt[idx], last=self.last[idx],
+                       correct=self.correct[idx], alternative=self.alternative[idx], pairs=self.pairs[idx])
+
     def to(self, device: str | torch.device) -> TaskBatch:
         return replace(self, clean=self.clean.to(device), corrupt=self.corrupt.to(device),
                        last=self.last.to(device), correct=self.correct.to(device),
@@ -100,6 +112,25 @@ class TaskBatch:
         correct = torch.where(swap, self.alternative, self.correct)
         alternative = torch.where(swap, self.correct, self.alternative)
         return replace(self, correct=correct, alternative=alternative, labels="shuffled")
+
+
+def split_pairs(batch: TaskBatch, holdout: float) -> tuple[TaskBatch, TaskBatch]:
+    """(training pairs, held-out pairs): the last ``round(holdout * B)`` pairs are held out (at least one of each
+    when ``0 < holdout < 1`` and B >= 2); ``holdout=0`` trains and measures on the same pairs.
+
+    Example:
+        >>> b = TaskBatch("t", torch.zeros(4, 1, dtype=torch.long), torch.zeros(4, 1, dtype=torch.long),
+        ...               torch.zeros(4, dtype=torch.long), torch.arange(4), torch.arange(4) + 4)
+        >>> [s.correct.tolist() for s in split_pairs(b, 0.5)]
+        [[0, 1], [2, 3]]
+    """
+    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout={holdout!r} is not allowed: expected a fraction in [0, 1)")
+    B = len(batch)
+    if holdout == 0 or B < 2:
+        return batch, batch
+    n_eval = min(B - 1, max(1, round(holdout * B)))
+    return batch.subset(slice(0, B - n_eval)), batch.subset(slice(B - n_eval, B))
 
 
 def answer_logits(logits: Tensor, batch: TaskBatch) -> Tensor:

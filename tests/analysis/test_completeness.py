@@ -28,7 +28,7 @@ from glassformer.analysis.component.circuits import rank
 from glassformer.analysis.component.faithfulness import Faithfulness, evaluate_ranking
 from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.config import AnalysisConfig
-from glassformer.analysis.node.masks import split_pairs
+from glassformer.analysis.tasks.base import split_pairs
 
 TOLERANCE = 0.05
 

@@ -18,10 +18,10 @@ from glassformer.analysis.node.masks import (
     heaviside,
     rank_nodes,
     smallest_circuit,
-    split_pairs,
     task_loss,
 )
 from glassformer.analysis.tasks import TaskBatch
+from glassformer.analysis.tasks.base import split_pairs
 
 
 def test_heaviside_is_a_step_forward_and_a_sigmoid_derivative_backward():

@@ -20,9 +20,9 @@ from glassformer.analysis import CONTROLS, AnalysisConfig
 from glassformer.analysis.node.attribution import attribute_nodes
 from glassformer.analysis.node.circuits import analyze_task, format_table, summary
 from glassformer.analysis.node.graph import GatedModel, NodeGraph, node_means
-from glassformer.analysis.node.masks import MaskConfig, learn_circuit, split_pairs
+from glassformer.analysis.node.masks import MaskConfig, learn_circuit
 from glassformer.analysis.tasks import TaskBatch
-from glassformer.analysis.tasks.base import logit_diff
+from glassformer.analysis.tasks.base import logit_diff, split_pairs
 from glassformer.archs import ModelConfig, TranscoderConfig, build_model
 
 V, D, T = 8, 8, 6

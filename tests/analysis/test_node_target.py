@@ -27,9 +27,8 @@ from glassformer.analysis.node.masks import (
     circuit_loss_fn,
     learn_circuit,
     smallest_circuit,
-    split_pairs,
 )
-from glassformer.analysis.tasks.base import logit_diff
+from glassformer.analysis.tasks.base import logit_diff, split_pairs
 
 SABOTAGE = {"m0.hidden[2]", "m0.hidden[3]"}
 
