@@ -32,7 +32,7 @@ def analyze(
             the mask training.
         plugins: Modules to import first, which register tasks of their own (docs/adding-a-task.md).
     """
-    load_plugins([plugins] if isinstance(plugins, str) else plugins)
+    load_plugins(plugins)
     start = time.perf_counter()
     result = analyze_model_dir(model_dir, analysis)
     print(format_table(result))

@@ -32,7 +32,7 @@ def compare(
         analysis: The analysis of models that have none yet (glassformer.analysis.AnalysisConfig).
         plugins: Modules to import first, which register tasks of their own (docs/adding-a-task.md).
     """
-    load_plugins([plugins] if isinstance(plugins, str) else plugins)
+    load_plugins(plugins)
     report = compare_models(model_dirs, out, analysis, baseline=baseline, circuit_task=circuit_task,
                             command=sys.argv)
     print(report_summary(report))

@@ -23,14 +23,16 @@ ENTRY_POINT_GROUP = "glassformer.tasks"
 _loaded: set[str] = set()
 
 
-def load_plugins(modules: list[str] | None = None) -> list[str]:
-    """Import every ``glassformer.tasks`` entry point and each module in ``modules`` (once each); returns the
-    names loaded by this call. A module that cannot be imported raises ImportError naming it.
+def load_plugins(modules: list[str] | str | None = None) -> list[str]:
+    """Import every ``glassformer.tasks`` entry point and each module in ``modules`` (one name or a list; once
+    each); returns the names loaded by this call. A module that cannot be imported raises ImportError naming it.
 
     Example:
         >>> load_plugins(["json"])  # any importable module; a real plugin registers tasks on import
         ['json']
     """
+    if isinstance(modules, str):  # --plugins my_module
+        modules = [modules]
     done: list[str] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if f"ep:{ep.value}" not in _loaded:

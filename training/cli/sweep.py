@@ -46,7 +46,7 @@ def sweep(
     """
     from glassformer.training.orchestrate.sweep import run_sweep
 
-    load_plugins([plugins] if isinstance(plugins, str) else plugins)
+    load_plugins(plugins)
     if isinstance(variants, str):
         variants = [v.strip() for v in variants.split(",") if v.strip()]
     if threads is not None:
