@@ -69,3 +69,19 @@ def check_writable(path: str | Path, what: str = "--out") -> None:
         raise NotADirectoryError(f"{what} {path} cannot be written: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise PermissionError(f"{what} {path} cannot be written: {probe} is not writable")
+
+
+def check_replaceable(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a file that cannot be written or atomically replaced: an existing ``path`` must be
+    a file (not a folder), and its folder writable (the new content is written beside it, then renamed over it).
+
+    Example:
+        >>> check_replaceable("/dev/null/analysis.json", "analysis.json")
+        Traceback (most recent call last):
+        ...
+        NotADirectoryError: analysis.json /dev/null cannot be written: /dev/null is a file, not a folder
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise IsADirectoryError(f"{what} {path} cannot be written: it is a folder, not a file")
+    check_writable(path.parent, what=what)

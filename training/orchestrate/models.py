@@ -19,7 +19,7 @@ from glassformer.analysis.report import build_report, write_report
 from glassformer.analysis.results import read_analysis
 from glassformer.archs import load_config
 from glassformer.archs.model_dir import ANALYSIS_FILE
-from glassformer.training.checks import check_model_dir, check_writable
+from glassformer.training.checks import check_model_dir, check_replaceable, check_writable
 from glassformer.training.evaluate import corpus_windows_for
 
 log = logging.getLogger("glassformer")
@@ -36,7 +36,7 @@ def analyze_model_dir(model_dir: str | Path, config: AnalysisConfig, progress: b
         >>> print(format_table(analyze_model_dir("runs/tiny", AnalysisConfig())))  # doctest: +SKIP
     """
     check_model_dir(model_dir)
-    check_writable(Path(model_dir) / ANALYSIS_FILE, "the model directory's analysis.json")
+    check_replaceable(Path(model_dir) / ANALYSIS_FILE, "the model directory's analysis.json")
     task_batches(Path(model_dir), config, load_config(model_dir))  # a named task that cannot run fails here
     corpus, val = corpus_windows_for(model_dir, config.corpus_windows)
     return analyze(model_dir, config, corpus_tokens=corpus, val_tokens=val, progress=progress)
