@@ -27,6 +27,8 @@ class Attribution:
     """Model forwards run (one per batch of replicas)."""
     ig_steps: int | None = None
     """Integration steps (None for exact patching)."""
+    details: dict | None = None
+    """What else a method records about its run (e.g. how many edges ``eap-ig-gl+exact`` measured)."""
 
     @property
     def scores(self) -> Tensor:

@@ -125,7 +125,8 @@ def test_bad_input_is_refused_before_anything_is_written(model_dir, tmp_path):
     (model_dir / "analysis.json").write_text(sentinel)
     with pytest.raises(ValueError, match="tasks='nope' is not allowed: expected one of .*quote_close.*induction"):
         analyze(model_dir, tasks=["nope"], progress=False)
-    with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig, eap-ig-gl, eap-ig-act, acdc, auto"):
+    with pytest.raises(ValueError, match=r"method='nope' is not allowed: expected one of exact, eap, eap-ig, "
+                       r"eap-ig-gl, eap-ig-act, acdc, eap-ig-gl\+exact, auto"):
         analyze(model_dir, method="nope", progress=False)
     with pytest.raises(ValueError, match="ablation='half' is not allowed"):
         analyze(model_dir, ablation="half", progress=False)

@@ -70,7 +70,7 @@ def test_scores_are_absolute_effects_and_methods_are_registered(setup):
     model, graph, batch, means = setup
     att = attribute("eap-ig", model, graph, batch, "zero", means)
     assert torch.equal(att.scores, att.effects.abs()) and att.scores.shape == (graph.n_edges,)
-    assert set(METHODS) == {"exact", "eap", "eap-ig", "eap-ig-gl", "eap-ig-act", "acdc"}
+    assert set(METHODS) == {"exact", "eap", "eap-ig", "eap-ig-gl", "eap-ig-act", "acdc", "eap-ig-gl+exact"}
     with pytest.raises(ValueError, match="method='nope' is not allowed: expected one of exact, eap, eap-ig"):
         attribute("nope", model, graph, batch, "zero")
     with pytest.raises(ValueError, match="ig_steps=0 is not allowed"):

@@ -96,9 +96,9 @@ def test_auto_resolves_by_graph_size_and_the_config_records_the_rule():
     small, large = ComponentGraph(4, 4), ComponentGraph(12, 12)
     assert small.n_edges <= EXACT_MAX_EDGES < large.n_edges
     assert resolve_method("auto", small) == ("exact", None)
-    assert resolve_method("auto", large) == ("eap-ig-gl", GL_IG_STEPS)
-    assert resolve_method("auto", large, ig_steps=64) == ("eap-ig-gl", 64)
-    assert resolve_method("auto", small, exact_max_edges=small.n_edges - 1) == ("eap-ig-gl", GL_IG_STEPS)
+    assert resolve_method("auto", large) == ("eap-ig-gl+exact", GL_IG_STEPS)
+    assert resolve_method("auto", large, ig_steps=64) == ("eap-ig-gl+exact", 64)
+    assert resolve_method("auto", small, exact_max_edges=small.n_edges - 1) == ("eap-ig-gl+exact", GL_IG_STEPS)
     assert resolve_method("eap-ig-act", small) == ("eap-ig-act", ACT_IG_STEPS)
     cfg = AnalysisConfig()
     assert (cfg.method, cfg.ig_steps, cfg.exact_max_edges) == ("auto", None, EXACT_MAX_EDGES)
