@@ -11,12 +11,16 @@ only ``correct`` is right, after the corrupted one only ``alternative``. Tasks t
 :attr:`Task.well_formed_check` also come in both directions, half the pairs each way (:func:`mirror`), so the
 "empty circuit" (a model whose last-position logits do not depend on the prompt) has mean logit difference 0.
 
+A task may offer a shifted variant (:meth:`Task.shifted`): the same task drawn from another distribution, with
+the same guarantees, on which the circuit found in distribution is scored (out-of-distribution faithfulness).
+
 Metrics on the logits at each prompt's last position (``ld`` = logit(correct) - logit(alternative)):
 task loss = binary cross-entropy over the two answers = ``softplus(-ld)``; accuracy = fraction with ``ld > 0``.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 EOT = "<|endoftext|>"
+SHIFTED = "@shifted"
+"""Suffix of a shifted variant's name: ``f"{task.name}{SHIFTED}"`` (see :meth:`Task.shifted`)."""
 
 
 class TaskError(ValueError):
@@ -255,6 +261,40 @@ class Task:
         return to_batch(self.name, self.pairs(tokenizer, n, seed, max_len, d_vocab),
                         pad_id=start_id(tokenizer) or 0)
 
+    def shifted(self) -> Task | None:
+        """The task drawn from another distribution (out-of-distribution faithfulness: the circuit found on this
+        task is scored there), or None when the task has no such variant (the default).
+
+        A variant has the same answers, or answers drawn by the same rule from another pool, and the same
+        guarantees as the task (balanced, equal lengths, one place, exactly one right answer per prompt); its name
+        is ``f"{name}@shifted"``. Override it, usually with :meth:`shifted_copy`.
+
+        Example:
+            >>> Task().shifted() is None
+            True
+        """
+        return None
+
+    def shifted_copy(self, description: str | None = None, **changes: Any) -> Task:
+        """A shallow copy of this task named ``f"{name}@shifted"`` with the attributes ``changes`` replaced (the
+        usual body of :meth:`shifted`). Its pairs come from another random stream than the task's, since the
+        template tasks seed their generator with the name.
+
+        Example:
+            >>> t = Task(); t.name, t.description = "t", "d"
+            >>> s = t.shifted_copy(alphabet="xyz")
+            >>> s.name, s.description, s.alphabet, t.name
+            ('t@shifted', 'd (shifted)', 'xyz', 't')
+        """
+        if self.name.endswith(SHIFTED):
+            raise TaskError(f"task {self.name!r} is already a shifted variant")
+        task = copy.copy(self)
+        task.name = f"{self.name}{SHIFTED}"
+        task.description = description if description is not None else f"{self.description} (shifted)"
+        for key, value in changes.items():
+            setattr(task, key, value)
+        return task
+
 
 def start_id(tokenizer: Any) -> int | None:
     """The end-of-text id, which starts every prompt as it starts every document in training; None if absent."""
@@ -282,6 +322,7 @@ class TemplateTask(Task):
     tokens, the prompts tokenise to equal lengths differing in one contiguous span, and each answer tokenises as
     its own token after its prompt (so the model sees the answer as it would in the corpus). Every kept candidate
     is emitted in both directions (:func:`both_directions`), so :meth:`make` may return either one.
+    :meth:`context` may put text before both prompts of a candidate (a shifted variant's distractor code).
     """
 
     answers: tuple[str, ...] = ()
@@ -292,6 +333,11 @@ class TemplateTask(Task):
     def make(self, rng: random.Random, pool: list[str]) -> tuple[str, str, str, str]:
         """One candidate ``(clean, corrupt, correct, alternative)``; ``pool`` is the single-token answer pool."""
         raise NotImplementedError
+
+    def context(self, rng: random.Random, candidate: tuple[str, str, str, str]) -> str:
+        """Text put before both prompts of ``candidate`` (after the start token): "" here, drawing nothing from
+        ``rng``, so a task that does not override it makes the same pairs as before the hook existed."""
+        return ""
 
     def single_token_pool(self, tokenizer: Any) -> list[str]:
         return [w for w in self.answer_pool if single_token(tokenizer, w) is not None]
@@ -321,6 +367,8 @@ class TemplateTask(Task):
             if len(out) >= n:
                 break
             clean, corrupt, correct, alt = self.make(rng, pool)
+            context = self.context(rng, (clean, corrupt, correct, alt))
+            clean, corrupt = context + clean, context + corrupt
             reason = None
             c_id, a_id = single_token(tokenizer, correct), single_token(tokenizer, alt)
             c_ids, k_ids = prefix + encode(tokenizer, clean), prefix + encode(tokenizer, corrupt)
