@@ -13,6 +13,7 @@ import json
 import keyword
 import random
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -192,3 +193,32 @@ def test_induction_variant_has_a_random_prefix_of_rarer_tokens(stdlib_bpe):
         assert ids[11:17] == ids[21:27]  # then the sequence and its repeat, as in distribution
     in_dist = TASKS["induction"].generate(stdlib_bpe, 16, seed=0, max_len=MAX_LEN)
     assert len(in_dist.pairs[0].clean_ids) == 17
+
+
+def doc_block(first_line: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "adding-a-task.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if b.startswith(first_line)]
+    return block
+
+
+def test_the_documented_shifted_variant_keeps_the_task_and_shifts_it(stdlib_bpe):
+    """docs/adding-a-task.md's task, before and after it gains a variant: its own pairs are the same, and the
+    variant's are well formed, on other names, after a statement, with Python agreeing on every answer."""
+    before, after = {}, {}
+    exec(doc_block("# my_tasks.py").replace("TASKS.register(NegatedBool())", ""), before)  # our own docs
+    exec(doc_block("# NegatedBool again"), after)
+    old, new = before["NegatedBool"](), after["NegatedBool"]()
+    assert [p.clean for p in old.generate(stdlib_bpe, 16, seed=0).pairs] == \
+        [p.clean for p in new.generate(stdlib_bpe, 16, seed=0).pairs]
+    shifted = new.shifted()
+    assert shifted.name == "negated_bool@shifted" and new.name == "negated_bool"
+    batch = shifted.generate(stdlib_bpe, 16, seed=0, max_len=MAX_LEN)
+    correct = [p.correct for p in batch.pairs]
+    assert sorted(correct) == [" False"] * 8 + [" True"] * 8
+    for p in batch.pairs:
+        assert p.clean.startswith("count = ") and words(p.clean) & set(new.names) == set()
+        assert len(p.clean_ids) == len(p.corrupt_ids)
+        for prompt, right, wrong in ((p.clean, p.correct, p.alternative), (p.corrupt, p.alternative, p.correct)):
+            exec(prompt + right, {})  # the assertion holds with the right answer ...
+            with pytest.raises(AssertionError):
+                exec(prompt + wrong, {})  # ... and fails with the other
