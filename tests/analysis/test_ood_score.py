@@ -58,6 +58,7 @@ def test_whole_graph_scores_one_and_empty_zero_on_shifted_pairs(random_model, co
     by_forward = logit_diff(random_model(shifted.clean), shifted).mean().item()  # no patching involved
     assert r["m_model"] == pytest.approx(by_forward, abs=1e-5)
     assert r["circuits"]["all"]["m"] == pytest.approx(by_forward, abs=1e-5)
+    assert r["gate"]["logit_diff_empty"] == pytest.approx(r["m_empty"], abs=1e-6)  # the gate read the empty row
     # An untrained model cannot do the task: the gate fails there, and f is withheld.
     assert r["capable"] is False and r["gate"]["passed"] is False and r["gate"]["reasons"]
     assert r["circuits"]["all"]["f"] is None and r["circuits"]["none"]["f"] is None
@@ -148,6 +149,7 @@ def test_on_a_planted_model_f_is_one_exactly_with_the_direct_path(ablation):
     batch = planted_batch(16, 0)
     r = score_shifted(model, graph, batch, ablation, means, {"direct": direct, "all_but_direct": ~direct})
     assert r["capable"] is True and r["gate"]["accuracy"] == 1.0
+    assert r["gate"]["logit_diff_empty"] == pytest.approx(r["m_empty"], abs=1e-6)
     # Heads write zero whatever they read, so every edge but input -> logits changes nothing.
     assert r["circuits"]["direct"]["f"] == pytest.approx(1.0, abs=1e-5)
     assert r["circuits"]["all_but_direct"]["f"] == pytest.approx(0.0, abs=1e-5)
