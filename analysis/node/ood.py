@@ -7,14 +7,15 @@ cross-entropy over the two answers, :func:`~glassformer.analysis.node.masks.task
 on the same pairs, and the mean KL divergence of the circuit's last-position next-token distribution from the full
 model's (as :func:`~glassformer.analysis.node.masks.circuit_kl`).
 
-Loss and KL are absolute measurements, recorded always. The verdict ``reached`` (the circuit's loss within
-``margin`` of the full model's there, the relative target of distribution) means something only where the model
-can do the shifted task: it is None when the model fails the capability gate on the shifted pairs (the gate as
+Loss and KL are absolute measurements, recorded always. The verdict ``reached`` (the circuit's loss at most the
+target: the full model's loss there plus ``margin`` by the relative rule, or an absolute ``target``, as in
+distribution) means something only where the model can do the shifted task: it is None when the model fails the capability gate on the shifted pairs (the gate as
 ``node_gate`` runs it: the whole model against every node ablated). The record (JSON-ready)::
 
     {"task": "<name>@shifted", "n_pairs": int, "ablation": str,
      "capability": {loss, accuracy, logit_diff}, "gate": {passed, reasons, ...}, "capable": bool,
-     "loss_full": float, "loss_empty": float, "margin": float, "target": loss_full + margin,
+     "loss_full": float, "loss_empty": float, "target_rule": "relative" | "absolute",
+     "margin": float | None, "target": float,      # relative: loss_full + margin; absolute: the given target
      "circuits": {name: {"nodes": int, "loss": float, "loss_over_full": loss - loss_full, "kl": float,
                          "reached": bool | None}}}
 
@@ -40,13 +41,14 @@ from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 @torch.no_grad()
 def score_shifted_nodes(model: Any, graph: NodeGraph, shifted_batch: TaskBatch, ablation: str,
-                        means: Tensor | None, circuits: dict[str, Tensor], *, margin: float = DEFAULT_TARGET_MARGIN,
-                        gate_alpha: float = 0.05, gate_min_logit_diff: float = 0.5,
-                        max_tokens: int = 16384) -> dict[str, Any]:
+                        means: Tensor | None, circuits: dict[str, Tensor], *, target: float | None = None,
+                        margin: float = DEFAULT_TARGET_MARGIN, gate_alpha: float = 0.05,
+                        gate_min_logit_diff: float = 0.5, max_tokens: int = 16384) -> dict[str, Any]:
     """Each node circuit of ``circuits`` (name -> boolean (n_nodes,) mask) run on ``shifted_batch`` with every
     other node ablated by ``ablation`` (``means``: the node means used in distribution): its task loss, the full
-    model's and the empty circuit's there, KL to the full model, and the gate. The layout is in this module's
-    docstring; ``reached`` is None when the model fails the gate on the shifted pairs.
+    model's and the empty circuit's there, KL to the full model, and the gate. ``target`` None: the relative rule
+    (the full model's loss on the shifted pairs + ``margin``); a number: that absolute target. The layout is in
+    this module's docstring; ``reached`` is None when the model fails the gate on the shifted pairs.
 
     Example:
         >>> full = torch.ones(graph.n_nodes, dtype=torch.bool)  # doctest: +SKIP
@@ -54,8 +56,9 @@ def score_shifted_nodes(model: Any, graph: NodeGraph, shifted_batch: TaskBatch, 
         >>> r["circuits"]["all"]["loss"] == r["loss_full"], r["circuits"]["all"]["kl"]  # doctest: +SKIP
         (True, 0.0)
     """
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin < 0:
-        raise ValueError(f"margin={margin!r} is not allowed: expected a number >= 0 (nats)")
+    for key, value in (("margin", margin), ("target", 0.0 if target is None else target)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise ValueError(f"{key}={value!r} is not allowed: expected a number >= 0 (nats)")
     check_shifted_inputs(model, shifted_batch, ablation, None)
     masks = circuit_masks(circuits, graph.n_nodes, "nodes")
     gated = GatedModel(model, graph, shifted_batch, ablation, means)
@@ -77,12 +80,14 @@ def score_shifted_nodes(model: Any, graph: NodeGraph, shifted_batch: TaskBatch, 
     gate = capability_gate(model_logit_diffs(model, shifted_batch), empty_ld, alpha=gate_alpha,
                            min_logit_diff=gate_min_logit_diff)
     loss_full, loss_empty = losses[0], losses[1]
-    target = loss_full + margin
+    rule = "relative" if target is None else "absolute"
+    target = loss_full + margin if target is None else float(target)
     scored = {}
     for (name, mask), loss, kl in zip(circuits.items(), losses[2:], kls[2:], strict=True):
         scored[name] = {"nodes": int(mask.sum()), "loss": loss, "loss_over_full": loss - loss_full, "kl": kl,
                         "reached": (loss <= target) if gate["passed"] else None}
     return {"task": shifted_batch.task, "n_pairs": len(shifted_batch), "ablation": ablation,
             "capability": task_capability(model, shifted_batch), "gate": gate, "capable": gate["passed"],
-            "loss_full": loss_full, "loss_empty": loss_empty, "margin": float(margin), "target": target,
+            "loss_full": loss_full, "loss_empty": loss_empty, "target_rule": rule,
+            "margin": float(margin) if rule == "relative" else None, "target": target,
             "circuits": scored}

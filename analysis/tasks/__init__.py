@@ -23,7 +23,7 @@ from glassformer.analysis.tasks.base import (
 )
 from glassformer.analysis.tasks.induction import Induction
 from glassformer.analysis.tasks.python_code import PYTHON_TASKS
-from glassformer.analysis.tasks.registry import TaskRegistry, shifted_batch
+from glassformer.analysis.tasks.registry import TaskRegistry, shifted_batch, with_shifted
 
 TASKS = TaskRegistry()
 for _cls in PYTHON_TASKS:
@@ -32,5 +32,5 @@ TASKS.register(Induction())
 
 __all__ = [
     "TASKS", "TaskRegistry", "Task", "TemplateTask", "TaskBatch", "Pair", "Induction", "TaskError",
-    "AnswerTokenError", "answer_logits", "logit_diff", "task_metrics", "one_place", "shifted_batch", "SHIFTED",
+    "AnswerTokenError", "answer_logits", "logit_diff", "task_metrics", "one_place", "shifted_batch", "with_shifted", "SHIFTED",
 ]

@@ -78,6 +78,11 @@ class TaskBatch:
     pairs: list[Pair] = field(default_factory=list)
     labels: str = "true"
     """"true", or "shuffled" for the shuffled-labels control."""
+    shifted: TaskBatch | None = None
+    """The pairs of the task's shifted variant, carried along for out-of-distribution scoring when the analysis
+    built them (see :func:`~glassformer.analysis.tasks.shifted_batch`); None otherwise."""
+    shifted_note: str | None = None
+    """Why ``shifted`` is None, when the analysis tried to build it (no variant, or it cannot run here)."""
 
     def __len__(self) -> int:
         return int(self.clean.shape[0])
@@ -97,7 +102,8 @@ class TaskBatch:
     def to(self, device: str | torch.device) -> TaskBatch:
         return replace(self, clean=self.clean.to(device), corrupt=self.corrupt.to(device),
                        last=self.last.to(device), correct=self.correct.to(device),
-                       alternative=self.alternative.to(device))
+                       alternative=self.alternative.to(device),
+                       shifted=None if self.shifted is None else self.shifted.to(device))
 
     def shuffled_labels(self, seed: int) -> TaskBatch:
         """The control task: each pair's two answers swapped with probability 1/2 (seeded), so the label no longer
@@ -117,7 +123,9 @@ class TaskBatch:
         swap = swap.to(self.correct.device)
         correct = torch.where(swap, self.alternative, self.correct)
         alternative = torch.where(swap, self.correct, self.alternative)
-        return replace(self, correct=correct, alternative=alternative, labels="shuffled")
+        # The control has no shifted variant: its labels follow no rule a shifted prompt could keep.
+        return replace(self, correct=correct, alternative=alternative, labels="shuffled", shifted=None,
+                       shifted_note="the shuffled-labels control has no shifted variant")
 
 
 def split_pairs(batch: TaskBatch, holdout: float) -> tuple[TaskBatch, TaskBatch]:

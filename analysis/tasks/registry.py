@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from glassformer.analysis.tasks.base import Task, TaskBatch, TaskError
@@ -44,6 +45,21 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def with_shifted(batch: TaskBatch, task: Task, tokenizer: Any, n: int, seed: int = 0, max_len: int | None = None,
+                 d_vocab: int | None = None) -> TaskBatch:
+    """``batch`` (the task's own pairs) carrying the pairs of its shifted variant in ``batch.shifted``, or None
+    there and the reason in ``batch.shifted_note`` (see :func:`shifted_batch`).
+
+    Example:
+        >>> from glassformer.analysis.tasks import TASKS
+        >>> b = with_shifted(TASKS["induction"].generate(tokenizer, 8), TASKS["induction"], tokenizer, 8)  # doctest: +SKIP
+        >>> b.shifted.task, b.shifted_note  # doctest: +SKIP
+        ('induction@shifted', None)
+    """
+    shifted, note = shifted_batch(task, tokenizer, n, seed, max_len, d_vocab)
+    return replace(batch, shifted=shifted, shifted_note=note)
 
 
 def shifted_batch(task: Task, tokenizer: Any, n: int, seed: int = 0, max_len: int | None = None,

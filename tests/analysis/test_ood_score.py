@@ -219,13 +219,24 @@ def test_on_a_planted_model_the_node_circuit_through_the_two_neurons_is_needed(a
     # Without the two neurons the last token no longer reaches the unembedding: the loss is the empty circuit's.
     assert r["circuits"]["without_path"]["reached"] is False and r["circuits"]["none"]["reached"] is False
     assert r["circuits"]["without_path"]["loss"] == pytest.approx(r["loss_empty"], abs=1e-5)
-    assert r["target"] == pytest.approx(r["loss_full"] + 0.05)
+    assert r["target"] == pytest.approx(r["loss_full"] + 0.05) and r["target_rule"] == "relative"
+    # An absolute target between the full model's loss and the empty circuit's: the same verdicts, by that rule.
+    middle = (r["loss_full"] + r["loss_empty"]) / 2
+    a = score_shifted_nodes(model, graph, planted_batch(16, 0), ablation, means, {"all": full, "without_path": without},
+                            target=middle)
+    assert a["target_rule"] == "absolute" and a["target"] == middle and a["margin"] is None
+    assert a["circuits"]["all"]["reached"] is True and a["circuits"]["without_path"]["reached"] is False
+    low = score_shifted_nodes(model, graph, planted_batch(16, 0), ablation, means, {"all": full},
+                              target=r["loss_full"] / 2)
+    assert low["circuits"]["all"]["reached"] is False  # not even the whole model meets a target below its loss
 
 
 def test_node_margin_and_masks_are_checked(random_model, shifted):
     graph = NodeGraph.from_config(random_model.cfg)
     with pytest.raises(ValueError, match=r"margin=-0.1 is not allowed: expected a number >= 0"):
         score_shifted_nodes(random_model, graph, shifted, "zero", None, {}, margin=-0.1)
+    with pytest.raises(ValueError, match=r"target=nan is not allowed"):
+        score_shifted_nodes(random_model, graph, shifted, "zero", None, {}, target=float("nan"))
     with pytest.raises(ValueError, match=rf"circuit 'c' is \(3,\) of torch.bool: expected a boolean mask over the "
                                          rf"graph's {graph.n_nodes} nodes"):
         score_shifted_nodes(random_model, graph, shifted, "zero", None, {"c": torch.ones(3, dtype=torch.bool)})

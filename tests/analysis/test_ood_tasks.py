@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from task_digests import PATH, candidate_digests, pair_digests, tokenizer_digest
 
-from glassformer.analysis.tasks import SHIFTED, TASKS, TemplateTask, shifted_batch
+from glassformer.analysis.tasks import SHIFTED, TASKS, TemplateTask, shifted_batch, with_shifted
 from glassformer.analysis.tasks.python_code import PythonTask
 from glassformer.analysis.tasks.python_pools import (
     BLOCKS,
@@ -222,3 +222,15 @@ def test_the_documented_shifted_variant_keeps_the_task_and_shifts_it(stdlib_bpe)
             exec(prompt + right, {})  # the assertion holds with the right answer ...
             with pytest.raises(AssertionError):
                 exec(prompt + wrong, {})  # ... and fails with the other
+
+
+def test_a_batch_carries_its_shifted_pairs_to_the_device_and_not_into_the_control(stdlib_bpe):
+    task = TASKS["self_vs_cls"]
+    batch = with_shifted(task.generate(stdlib_bpe, 8, seed=0), task, stdlib_bpe, 8, seed=0, max_len=MAX_LEN)
+    assert batch.shifted.task == "self_vs_cls@shifted" and batch.shifted_note is None
+    moved = batch.to("meta")  # a device other than the CPU, without one
+    assert moved.clean.device.type == "meta" and moved.shifted.clean.device.type == "meta"
+    control = batch.shuffled_labels(0)
+    assert control.shifted is None and "control has no shifted variant" in control.shifted_note
+    plain = with_shifted(Plain().generate(stdlib_bpe, 4), Plain(), stdlib_bpe, 4)
+    assert plain.shifted is None and plain.shifted_note == "task 'plain' has no shifted variant"
