@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from glassformer.analysis.capability import capability_gate, model_logit_diffs, task_capability
+from glassformer.analysis.component.circuits import circuit_mask
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch
@@ -119,3 +120,30 @@ def score_shifted(model: Any, graph: ComponentGraph, shifted_batch: TaskBatch, a
     return {"task": shifted_batch.task, "n_pairs": len(shifted_batch), "ablation": ablation,
             "capability": task_capability(model, shifted_batch), "gate": gate, "capable": gate["passed"],
             "m_model": fa.m_model, "m_empty": fa.m_empty, "signal": fa.signal, "circuits": scored}
+
+
+def circuit_ood(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
+                rankings: dict[str, Tensor], sizes: dict[str, dict[str, int | None]], *, gate_alpha: float = 0.05,
+                gate_min_logit_diff: float = 0.5) -> dict[str, dict[str, Any]]:
+    """The ``ood`` entry of each selection's circuit record: for selection s, the circuits of ``sizes[s]`` (name
+    -> edge count, e.g. ``{"N_0.8": 12, "N_0.9": None}``; None is skipped) made of the first edges of
+    ``rankings[s]``, scored on the shifted pairs ``batch`` carries (:func:`score_shifted`, all selections in one
+    call, so the gate is run once). Each entry is :func:`score_shifted`'s record with only that selection's
+    circuits, under their own names; ``{"skipped": reason}`` for every selection when ``batch`` carries no
+    shifted pairs.
+
+    Example:
+        >>> ood = circuit_ood(model, graph, batch, "mean", means, {"topn": ranking}, {"topn": {"N_0.8": 12}})  # doctest: +SKIP
+        >>> ood["topn"]["circuits"]["N_0.8"]["edges"]  # doctest: +SKIP
+        12
+    """
+    if batch.shifted is None:
+        why = batch.shifted_note or "no shifted pairs were built for this task"
+        return {s: {"skipped": why} for s in sizes}
+    masks = {f"{s}/{name}": circuit_mask(rankings[s].cpu(), int(k))
+             for s, by_name in sizes.items() for name, k in by_name.items() if k is not None}
+    record = score_shifted(model, graph, batch.shifted, ablation, means, masks, gate_alpha=gate_alpha,
+                           gate_min_logit_diff=gate_min_logit_diff)
+    shared = {k: v for k, v in record.items() if k != "circuits"}
+    return {s: {**shared, "circuits": {name: record["circuits"].get(f"{s}/{name}") for name in by_name}}
+            for s, by_name in sizes.items()}

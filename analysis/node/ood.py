@@ -91,3 +91,23 @@ def score_shifted_nodes(model: Any, graph: NodeGraph, shifted_batch: TaskBatch, 
             "loss_full": loss_full, "loss_empty": loss_empty, "target_rule": rule,
             "margin": float(margin) if rule == "relative" else None, "target": target,
             "circuits": scored}
+
+
+def node_circuit_ood(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
+                     keep: Tensor | None, *, target: float | None = None, margin: float = DEFAULT_TARGET_MARGIN,
+                     gate_alpha: float = 0.05, gate_min_logit_diff: float = 0.5) -> dict[str, Any]:
+    """The ``ood`` entry of a node circuit record: the model's circuit ``keep`` (bool (n_nodes,), as
+    ``learn_circuit`` returns it) scored on the shifted pairs ``batch`` carries (:func:`score_shifted_nodes`,
+    the circuit under the name ``"model"``); ``{"skipped": reason}`` when ``batch`` carries no shifted pairs or
+    the circuit did not reach its target in distribution (``keep`` None).
+
+    Example:
+        >>> node_circuit_ood(model, graph, batch, "mean", means, out["keep"])["circuits"]["model"]["loss"]  # doctest: +SKIP
+        0.21
+    """
+    if batch.shifted is None:
+        return {"skipped": batch.shifted_note or "no shifted pairs were built for this task"}
+    if keep is None:
+        return {"skipped": "the model's circuit did not reach its target in distribution"}
+    return score_shifted_nodes(model, graph, batch.shifted, ablation, means, {"model": keep}, target=target,
+                               margin=margin, gate_alpha=gate_alpha, gate_min_logit_diff=gate_min_logit_diff)

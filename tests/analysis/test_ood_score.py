@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,9 +20,9 @@ from tests_analysis_support import small_config
 
 from glassformer.analysis.component.ablation import writer_means
 from glassformer.analysis.component.graph import ComponentGraph
-from glassformer.analysis.component.ood import score_shifted
+from glassformer.analysis.component.ood import circuit_ood, score_shifted
 from glassformer.analysis.node.graph import NodeGraph, node_means
-from glassformer.analysis.node.ood import score_shifted_nodes
+from glassformer.analysis.node.ood import node_circuit_ood, score_shifted_nodes
 from glassformer.analysis.tasks import TASKS, TaskBatch, logit_diff
 from glassformer.archs import ModelConfig, build_model
 
@@ -240,3 +242,42 @@ def test_node_margin_and_masks_are_checked(random_model, shifted):
     with pytest.raises(ValueError, match=rf"circuit 'c' is \(3,\) of torch.bool: expected a boolean mask over the "
                                          rf"graph's {graph.n_nodes} nodes"):
         score_shifted_nodes(random_model, graph, shifted, "zero", None, {"c": torch.ones(3, dtype=torch.bool)})
+
+
+# --- The entries the analysis records per circuit -------------------------------------------------------------------
+def test_circuit_ood_scores_each_selections_circuits_on_the_shifted_pairs_the_batch_carries():
+    model = planted_model(attn_only=True)
+    graph = ComponentGraph.from_config(model.cfg)
+    E = graph.n_edges
+    direct = [n for n in graph.edge_names()].index("input->logits")
+    others = [e for e in range(E) if e != direct]
+    rankings = {"topn": torch.tensor([direct, *others]), "greedy": torch.tensor([*others, direct])}
+    sizes = {"topn": {"N_0.8": 1, "N_0.9": None}, "greedy": {"N_0.8": 1, "N_0.9": E}}
+    batch = replace(planted_batch(16, 1, "planted"), shifted=planted_batch(16, 0))
+    ood = circuit_ood(model, graph, batch, "zero", None, rankings, sizes)
+    assert set(ood) == {"topn", "greedy"}
+    assert ood["topn"]["task"] == "planted@shifted" and ood["topn"]["capable"] is True
+    assert ood["topn"]["gate"] == ood["greedy"]["gate"]  # one gate, shared
+    assert ood["topn"]["circuits"]["N_0.8"]["f"] == pytest.approx(1.0, abs=1e-5)  # the direct edge alone
+    assert ood["topn"]["circuits"]["N_0.9"] is None  # no size: nothing scored
+    assert ood["greedy"]["circuits"]["N_0.8"]["f"] == pytest.approx(0.0, abs=1e-5)  # one edge, not the direct one
+    assert ood["greedy"]["circuits"]["N_0.9"]["f"] == pytest.approx(1.0, abs=1e-5)
+    assert ood["greedy"]["circuits"]["N_0.9"]["edges"] == E
+    none = circuit_ood(model, graph, replace(batch, shifted=None, shifted_note="why not"), "zero", None, rankings,
+                       sizes)
+    assert none == {"topn": {"skipped": "why not"}, "greedy": {"skipped": "why not"}}
+
+
+def test_node_circuit_ood_scores_the_models_circuit_or_says_why_not():
+    model = planted_model(attn_only=False)
+    graph = NodeGraph.from_config(model.cfg)
+    full = torch.ones(graph.n_nodes, dtype=torch.bool)
+    batch = replace(planted_batch(16, 1, "planted"), shifted=planted_batch(16, 0))
+    ood = node_circuit_ood(model, graph, batch, "zero", None, full, margin=0.05)
+    assert ood["task"] == "planted@shifted" and ood["capable"] is True
+    assert set(ood["circuits"]) == {"model"} and ood["circuits"]["model"]["reached"] is True
+    assert ood["circuits"]["model"]["loss"] == ood["loss_full"] and ood["circuits"]["model"]["nodes"] == graph.n_nodes
+    assert node_circuit_ood(model, graph, batch, "zero", None, None) == {
+        "skipped": "the model's circuit did not reach its target in distribution"}
+    assert node_circuit_ood(model, graph, replace(batch, shifted=None), "zero", None, full) == {
+        "skipped": "no shifted pairs were built for this task"}
