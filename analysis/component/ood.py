@@ -130,7 +130,8 @@ def circuit_ood(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: s
     ``rankings[s]``, scored on the shifted pairs ``batch`` carries (:func:`score_shifted`, all selections in one
     call, so the gate is run once). Each entry is :func:`score_shifted`'s record with only that selection's
     circuits, under their own names; ``{"skipped": reason}`` for every selection when ``batch`` carries no
-    shifted pairs.
+    shifted pairs, or pairs these means or this context cannot score (what :func:`score_shifted` would raise:
+    the in-distribution analysis goes on).
 
     Example:
         >>> ood = circuit_ood(model, graph, batch, "mean", means, {"topn": ranking}, {"topn": {"N_0.8": 12}})  # doctest: +SKIP
@@ -140,6 +141,10 @@ def circuit_ood(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: s
     if batch.shifted is None:
         why = batch.shifted_note or "no shifted pairs were built for this task"
         return {s: {"skipped": why} for s in sizes}
+    try:
+        check_shifted_inputs(model, batch.shifted, ablation, means)
+    except ValueError as e:
+        return {s: {"skipped": str(e)} for s in sizes}
     masks = {f"{s}/{name}": circuit_mask(rankings[s].cpu(), int(k))
              for s, by_name in sizes.items() for name, k in by_name.items() if k is not None}
     record = score_shifted(model, graph, batch.shifted, ablation, means, masks, gate_alpha=gate_alpha,

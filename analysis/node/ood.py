@@ -99,7 +99,8 @@ def node_circuit_ood(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: s
     """The ``ood`` entry of a node circuit record: the model's circuit ``keep`` (bool (n_nodes,), as
     ``learn_circuit`` returns it) scored on the shifted pairs ``batch`` carries (:func:`score_shifted_nodes`,
     the circuit under the name ``"model"``); ``{"skipped": reason}`` when ``batch`` carries no shifted pairs or
-    the circuit did not reach its target in distribution (``keep`` None).
+    the circuit did not reach its target in distribution (``keep`` None), or the shifted prompts do not fit the
+    model's context (what :func:`score_shifted_nodes` would raise: the in-distribution analysis goes on).
 
     Example:
         >>> node_circuit_ood(model, graph, batch, "mean", means, out["keep"])["circuits"]["model"]["loss"]  # doctest: +SKIP
@@ -109,5 +110,9 @@ def node_circuit_ood(model: Any, graph: NodeGraph, batch: TaskBatch, ablation: s
         return {"skipped": batch.shifted_note or "no shifted pairs were built for this task"}
     if keep is None:
         return {"skipped": "the model's circuit did not reach its target in distribution"}
+    try:
+        check_shifted_inputs(model, batch.shifted, ablation, None)
+    except ValueError as e:
+        return {"skipped": str(e)}
     return score_shifted_nodes(model, graph, batch.shifted, ablation, means, {"model": keep}, target=target,
                                margin=margin, gate_alpha=gate_alpha, gate_min_logit_diff=gate_min_logit_diff)

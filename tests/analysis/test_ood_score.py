@@ -266,6 +266,11 @@ def test_circuit_ood_scores_each_selections_circuits_on_the_shifted_pairs_the_ba
     none = circuit_ood(model, graph, replace(batch, shifted=None, shifted_note="why not"), "zero", None, rankings,
                        sizes)
     assert none == {"topn": {"skipped": "why not"}, "greedy": {"skipped": "why not"}}
+    corpus = torch.randint(0, V, (8, T - 1), generator=torch.Generator().manual_seed(2))
+    short = writer_means(model, graph, corpus, per_position=True)  # one position short of the prompts
+    out = circuit_ood(model, graph, batch, "position-mean", short, rankings, sizes)
+    assert out["topn"]["skipped"].startswith("position-mean ablation on the shifted pairs of 'planted@shifted' "
+                                             f"needs writer means for at least {T} positions")
 
 
 def test_node_circuit_ood_scores_the_models_circuit_or_says_why_not():
@@ -281,3 +286,6 @@ def test_node_circuit_ood_scores_the_models_circuit_or_says_why_not():
         "skipped": "the model's circuit did not reach its target in distribution"}
     assert node_circuit_ood(model, graph, replace(batch, shifted=None), "zero", None, full) == {
         "skipped": "no shifted pairs were built for this task"}
+    long = planted_batch(2, 0)
+    long = replace(batch, shifted=replace(long, clean=long.clean.repeat(1, 2), corrupt=long.corrupt.repeat(1, 2)))
+    assert "beyond the model's context n_ctx=6" in node_circuit_ood(model, graph, long, "zero", None, full)["skipped"]
