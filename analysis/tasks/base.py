@@ -79,8 +79,7 @@ class TaskBatch:
     labels: str = "true"
     """"true", or "shuffled" for the shuffled-labels control."""
     shifted: TaskBatch | None = None
-    """The pairs of the task's shifted variant, carried along for out-of-distribution scoring when the analysis
-    built them (see :func:`~glassformer.analysis.tasks.shifted_batch`); None otherwise."""
+    """The pairs of the task's shifted variant, for out-of-distribution scoring (``with_shifted``), or None."""
     shifted_note: str | None = None
     """Why ``shifted`` is None, when the analysis tried to build it (no variant, or it cannot run here)."""
 
@@ -270,12 +269,10 @@ class Task:
                         pad_id=start_id(tokenizer) or 0)
 
     def shifted(self) -> Task | None:
-        """The task drawn from another distribution (out-of-distribution faithfulness: the circuit found on this
-        task is scored there), or None when the task has no such variant (the default).
-
-        A variant has the same answers, or answers drawn by the same rule from another pool, and the same
-        guarantees as the task (balanced, equal lengths, one place, exactly one right answer per prompt); its name
-        is ``f"{name}@shifted"``. Override it, usually with :meth:`shifted_copy`.
+        """The task drawn from another distribution, where its circuit is scored out of distribution, or None (the
+        default). A variant, named ``f"{name}@shifted"``, has the same answers (or answers drawn by the same rule
+        from another pool) and the task's guarantees (balanced, equal lengths, one place, exactly one right answer
+        per prompt). Override it, usually with :meth:`shifted_copy`.
 
         Example:
             >>> Task().shifted() is None
@@ -285,8 +282,7 @@ class Task:
 
     def shifted_copy(self, description: str | None = None, **changes: Any) -> Task:
         """A shallow copy of this task named ``f"{name}@shifted"`` with the attributes ``changes`` replaced (the
-        usual body of :meth:`shifted`). Its pairs come from another random stream than the task's, since the
-        template tasks seed their generator with the name.
+        usual body of :meth:`shifted`; template tasks seed their generator with the name, so its stream differs).
 
         Example:
             >>> t = Task(); t.name, t.description = "t", "d"
@@ -344,7 +340,12 @@ class TemplateTask(Task):
 
     def context(self, rng: random.Random, candidate: tuple[str, str, str, str]) -> str:
         """Text put before both prompts of ``candidate`` (after the start token): "" here, drawing nothing from
-        ``rng``, so a task that does not override it makes the same pairs as before the hook existed."""
+        ``rng``, so a task that does not override it makes the same pairs as before the hook existed.
+
+        Example:
+            >>> TemplateTask().context(random.Random(0), ("a(", "a[", ")", "]"))
+            ''
+        """
         return ""
 
     def single_token_pool(self, tokenizer: Any) -> list[str]:

@@ -132,6 +132,13 @@ class PythonTask(TemplateTask):
 
     @property
     def answer_pool(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The drawn answers' pool, read from ``self.pools`` (so the shifted variant's answers are held out).
+
+        Example:
+            >>> from glassformer.analysis.tasks import TASKS
+            >>> TASKS["recursion_name"].answer_pool[:2], TASKS["quote_close"].answer_pool
+            ((' process', ' handle'), ())
+        """
         if not self.answer_names:
             return ()
         space = " " if self.answer_space else ""
@@ -150,13 +157,26 @@ class PythonTask(TemplateTask):
         return usual if isinstance(usual, str) else rng.choice(usual)
 
     def context(self, rng: random.Random, candidate: tuple[str, str, str, str]) -> str:
+        """Distractor code before the shifted variant's prompts; "" in distribution, drawing nothing.
+
+        Example:
+            >>> t = QuoteClose()
+            >>> t.context(random.Random(0), ("x", "y", "'", '"')), t.shifted().context(random.Random(1), ("x", "y", "'", '"'))
+            ('', 'def gamma(zeta):\\n    return zeta + 8\\n\\n')
+        """
         if not self.is_shifted:
             return ""
         return distractor(rng, taken=words(*candidate), answers=words(*candidate[2:]))
 
     def shifted(self) -> Task | None:
         """The task on held-out names (:data:`~glassformer.analysis.tasks.python_pools.HELD_OUT`), in other
-        wording, after distractor code; None for a variant that is already shifted."""
+        wording, after distractor code; None for a variant that is already shifted.
+
+        Example:
+            >>> s = QuoteClose().shifted()
+            >>> s.name, s.pools is HELD_OUT, s.shifted()
+            ('quote_close@shifted', True, None)
+        """
         if self.is_shifted:
             return None
         return self.shifted_copy(f"{self.description} [shifted: held-out names, other wording, distractor code]",

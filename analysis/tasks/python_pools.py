@@ -66,6 +66,12 @@ class Pools:
     """Zero-argument methods, called as ``name.method()``."""
 
     def all_names(self) -> set[str]:
+        """Every name of every pool.
+
+        Example:
+            >>> sorted(Pools(("x",), ("f",), ("C",), ("m",)).all_names())
+            ['C', 'f', 'm', 'x']
+        """
         return {*self.identifiers, *self.functions, *self.classes, *self.methods}
 
 
