@@ -1,4 +1,6 @@
-"""Task suites: minimal pairs whose circuits are enumerated. Every task is registered here, in one place.
+"""Task suites: minimal pairs whose circuits are enumerated. Every task is registered here, in one place; each
+built-in task also has a shifted variant (``task.shifted()``, not registered) to score its circuit out of
+distribution.
 
 Example:
     >>> from glassformer.analysis.tasks import TASKS
@@ -7,6 +9,7 @@ Example:
 """
 
 from glassformer.analysis.tasks.base import (
+    SHIFTED,
     AnswerTokenError,
     Pair,
     Task,
@@ -20,7 +23,7 @@ from glassformer.analysis.tasks.base import (
 )
 from glassformer.analysis.tasks.induction import Induction
 from glassformer.analysis.tasks.python_code import PYTHON_TASKS
-from glassformer.analysis.tasks.registry import TaskRegistry
+from glassformer.analysis.tasks.registry import TaskRegistry, shifted_batch, with_shifted
 
 TASKS = TaskRegistry()
 for _cls in PYTHON_TASKS:
@@ -29,5 +32,5 @@ TASKS.register(Induction())
 
 __all__ = [
     "TASKS", "TaskRegistry", "Task", "TemplateTask", "TaskBatch", "Pair", "Induction", "TaskError",
-    "AnswerTokenError", "answer_logits", "logit_diff", "task_metrics", "one_place",
+    "AnswerTokenError", "answer_logits", "logit_diff", "task_metrics", "one_place", "shifted_batch", "with_shifted", "SHIFTED",
 ]

@@ -11,12 +11,16 @@ only ``correct`` is right, after the corrupted one only ``alternative``. Tasks t
 :attr:`Task.well_formed_check` also come in both directions, half the pairs each way (:func:`mirror`), so the
 "empty circuit" (a model whose last-position logits do not depend on the prompt) has mean logit difference 0.
 
+A task may offer a shifted variant (:meth:`Task.shifted`): the same task drawn from another distribution, with
+the same guarantees, on which the circuit found in distribution is scored (out-of-distribution faithfulness).
+
 Metrics on the logits at each prompt's last position (``ld`` = logit(correct) - logit(alternative)):
 task loss = binary cross-entropy over the two answers = ``softplus(-ld)``; accuracy = fraction with ``ld > 0``.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 EOT = "<|endoftext|>"
+SHIFTED = "@shifted"
+"""Suffix of a shifted variant's name: ``f"{task.name}{SHIFTED}"`` (see :meth:`Task.shifted`)."""
 
 
 class TaskError(ValueError):
@@ -72,6 +78,10 @@ class TaskBatch:
     pairs: list[Pair] = field(default_factory=list)
     labels: str = "true"
     """"true", or "shuffled" for the shuffled-labels control."""
+    shifted: TaskBatch | None = None
+    """The pairs of the task's shifted variant, for out-of-distribution scoring (``with_shifted``), or None."""
+    shifted_note: str | None = None
+    """Why ``shifted`` is None, when the analysis tried to build it (no variant, or it cannot run here)."""
 
     def __len__(self) -> int:
         return int(self.clean.shape[0])
@@ -91,7 +101,8 @@ class TaskBatch:
     def to(self, device: str | torch.device) -> TaskBatch:
         return replace(self, clean=self.clean.to(device), corrupt=self.corrupt.to(device),
                        last=self.last.to(device), correct=self.correct.to(device),
-                       alternative=self.alternative.to(device))
+                       alternative=self.alternative.to(device),
+                       shifted=None if self.shifted is None else self.shifted.to(device))
 
     def shuffled_labels(self, seed: int) -> TaskBatch:
         """The control task: each pair's two answers swapped with probability 1/2 (seeded), so the label no longer
@@ -111,7 +122,9 @@ class TaskBatch:
         swap = swap.to(self.correct.device)
         correct = torch.where(swap, self.alternative, self.correct)
         alternative = torch.where(swap, self.correct, self.alternative)
-        return replace(self, correct=correct, alternative=alternative, labels="shuffled")
+        # The control has no shifted variant: its labels follow no rule a shifted prompt could keep.
+        return replace(self, correct=correct, alternative=alternative, labels="shuffled", shifted=None,
+                       shifted_note="the shuffled-labels control has no shifted variant")
 
 
 def split_pairs(batch: TaskBatch, holdout: float) -> tuple[TaskBatch, TaskBatch]:
@@ -255,6 +268,37 @@ class Task:
         return to_batch(self.name, self.pairs(tokenizer, n, seed, max_len, d_vocab),
                         pad_id=start_id(tokenizer) or 0)
 
+    def shifted(self) -> Task | None:
+        """The task drawn from another distribution, where its circuit is scored out of distribution, or None (the
+        default). A variant, named ``f"{name}@shifted"``, has the same answers (or answers drawn by the same rule
+        from another pool) and the task's guarantees (balanced, equal lengths, one place, exactly one right answer
+        per prompt). Override it, usually with :meth:`shifted_copy`.
+
+        Example:
+            >>> Task().shifted() is None
+            True
+        """
+        return None
+
+    def shifted_copy(self, description: str | None = None, **changes: Any) -> Task:
+        """A shallow copy of this task named ``f"{name}@shifted"`` with the attributes ``changes`` replaced (the
+        usual body of :meth:`shifted`; template tasks seed their generator with the name, so its stream differs).
+
+        Example:
+            >>> t = Task(); t.name, t.description = "t", "d"
+            >>> s = t.shifted_copy(alphabet="xyz")
+            >>> s.name, s.description, s.alphabet, t.name
+            ('t@shifted', 'd (shifted)', 'xyz', 't')
+        """
+        if self.name.endswith(SHIFTED):
+            raise TaskError(f"task {self.name!r} is already a shifted variant")
+        task = copy.copy(self)
+        task.name = f"{self.name}{SHIFTED}"
+        task.description = description if description is not None else f"{self.description} (shifted)"
+        for key, value in changes.items():
+            setattr(task, key, value)
+        return task
+
 
 def start_id(tokenizer: Any) -> int | None:
     """The end-of-text id, which starts every prompt as it starts every document in training; None if absent."""
@@ -282,6 +326,7 @@ class TemplateTask(Task):
     tokens, the prompts tokenise to equal lengths differing in one contiguous span, and each answer tokenises as
     its own token after its prompt (so the model sees the answer as it would in the corpus). Every kept candidate
     is emitted in both directions (:func:`both_directions`), so :meth:`make` may return either one.
+    :meth:`context` may put text before both prompts of a candidate (a shifted variant's distractor code).
     """
 
     answers: tuple[str, ...] = ()
@@ -292,6 +337,16 @@ class TemplateTask(Task):
     def make(self, rng: random.Random, pool: list[str]) -> tuple[str, str, str, str]:
         """One candidate ``(clean, corrupt, correct, alternative)``; ``pool`` is the single-token answer pool."""
         raise NotImplementedError
+
+    def context(self, rng: random.Random, candidate: tuple[str, str, str, str]) -> str:
+        """Text put before both prompts of ``candidate`` (after the start token): "" here, drawing nothing from
+        ``rng``, so a task that does not override it makes the same pairs as before the hook existed.
+
+        Example:
+            >>> TemplateTask().context(random.Random(0), ("a(", "a[", ")", "]"))
+            ''
+        """
+        return ""
 
     def single_token_pool(self, tokenizer: Any) -> list[str]:
         return [w for w in self.answer_pool if single_token(tokenizer, w) is not None]
@@ -321,6 +376,8 @@ class TemplateTask(Task):
             if len(out) >= n:
                 break
             clean, corrupt, correct, alt = self.make(rng, pool)
+            context = self.context(rng, (clean, corrupt, correct, alt))
+            clean, corrupt = context + clean, context + corrupt
             reason = None
             c_id, a_id = single_token(tokenizer, correct), single_token(tokenizer, alt)
             c_ids, k_ids = prefix + encode(tokenizer, clean), prefix + encode(tokenizer, corrupt)

@@ -5,7 +5,8 @@ line, ``else`` takes its colon, ``self.`` is read, ...) and asks Python: the com
 ``codeop``, which tells "incomplete, could still be right" from "no continuation can fix this"), execution for
 the others. For every pair the correct answer must pass and the alternative fail after the clean prompt, and the
 other way round after the corrupted prompt. The reasons are in the docstring of
-``glassformer.analysis.tasks.python_code``.
+``glassformer.analysis.tasks.python_code``. The shifted variants (held-out names, other wording, distractor code
+first) are judged the same way, on their whole prompts, so the distractor code must compile and run too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from unittest.mock import Mock
 import pytest
 
 from glassformer.analysis.tasks import TASKS, Pair
+from glassformer.analysis.tasks.base import SHIFTED
 
 N = 24
+SHIFTED_TASKS = {t.name: t for t in (task.shifted() for task in TASKS
+                                     if type(task).__module__.startswith("glassformer.analysis.tasks."))
+                 if t is not None}
+"""The shifted variant of every built-in task: judged as the task is, whole prompts (distractor code included)."""
 
 
 def compiles(source: str) -> bool:
@@ -47,7 +53,8 @@ def runs(source: str, then: Callable[[dict], object]) -> bool:
 
 
 def defined(pattern: str, text: str) -> str:
-    return re.search(pattern, text).group(1)
+    """The last match: a shifted prompt starts with distractor code, and the template it precedes comes last."""
+    return re.findall(pattern, text)[-1]
 
 
 def set_vs_str(prompt: str, answer: str) -> bool:
@@ -103,7 +110,9 @@ def docstring_param(prompt: str, answer: str) -> bool:
 
 def comprehension_var(prompt: str, answer: str) -> bool:
     func, src, out = defined(r"def (\w+)\(", prompt), defined(r"\((\w+)\):", prompt), defined(r"\n    (\w+) =", prompt)
-    return runs(f"{prompt}{answer} in {src}]\n    return {out}\n", lambda ns: ns[func]([Mock()]))
+    # [x for ..], {x for ..}, or a generator inside a call: sorted(x for ..)
+    close = {"[": "]", "{": "}", "(": ")"}[defined(r"\n    \w+ = \w*([\[{(])", prompt)]
+    return runs(f"{prompt}{answer} in {src}{close}\n    return {out}\n", lambda ns: ns[func]([Mock()]))
 
 
 def recursion_name(prompt: str, answer: str) -> bool:
@@ -140,6 +149,7 @@ def induction(ids: tuple[int, ...], answer: int) -> bool:
 
 
 def right(name: str, pair: Pair, clean: bool, answer_is_correct: bool) -> bool:
+    name = name.removesuffix(SHIFTED)  # a shifted variant is judged as its task is
     if name == "induction":
         return induction(pair.clean_ids if clean else pair.corrupt_ids,
                          pair.correct_id if answer_is_correct else pair.alternative_id)
@@ -152,10 +162,15 @@ def test_every_built_in_task_has_a_judge():
     assert built_in == set(TEXT_JUDGES) | {"induction"}
 
 
-@pytest.mark.parametrize("name", [*TEXT_JUDGES, "induction"])
+def test_every_built_in_task_has_a_shifted_variant_to_judge():
+    assert set(SHIFTED_TASKS) == {f"{name}{SHIFTED}" for name in [*TEXT_JUDGES, "induction"]}
+
+
+@pytest.mark.parametrize("name", [*TEXT_JUDGES, "induction", *SHIFTED_TASKS])
 def test_exactly_one_answer_is_right_after_each_prompt(name, stdlib_bpe):
+    task = SHIFTED_TASKS[name] if name in SHIFTED_TASKS else TASKS[name]
     for seed in (0, 1):
-        for pair in TASKS[name].generate(stdlib_bpe, N, seed=seed, max_len=128).pairs:
+        for pair in task.generate(stdlib_bpe, N, seed=seed, max_len=128).pairs:
             assert right(name, pair, clean=True, answer_is_correct=True), ("clean", pair.example())
             assert not right(name, pair, clean=True, answer_is_correct=False), ("clean", pair.example())
             assert right(name, pair, clean=False, answer_is_correct=False), ("corrupt", pair.example())

@@ -10,7 +10,8 @@ For each such task the generated pairs must be minimal pairs usable under mean a
     random logit vector, with random logits per position (position-mean ablation), and with a real model run
     with every edge ablated by the library's own patching.
 
-The registry is read at collection time, so tasks registered by plugins that opt in are checked too.
+The registry is read at collection time, so tasks registered by plugins that opt in are checked too, and so is
+the shifted variant (``Task.shifted()``) of every checked task that has one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks import TASKS, logit_diff
 from glassformer.archs import build_model
 
-CHECKED = [t.name for t in TASKS if getattr(t, "well_formed_check", False)]
+SHIFTED_TASKS = {s.name: s for s in (t.shifted() for t in TASKS if getattr(t, "well_formed_check", False))
+                 if s is not None}
+"""The shifted variant of every checked task that has one: it makes the same guarantees, so it is checked alike."""
+CHECKED = [t.name for t in TASKS if getattr(t, "well_formed_check", False)] + list(SHIFTED_TASKS)
 N_EVEN, N_ODD = 24, 13
 MAX_LEN = 64
 BUILT_IN = "glassformer.analysis.tasks."
@@ -35,10 +39,14 @@ BUILT_IN = "glassformer.analysis.tasks."
 _batches: dict[tuple[str, int], object] = {}
 
 
+def task_of(name: str):
+    return SHIFTED_TASKS[name] if name in SHIFTED_TASKS else TASKS[name]
+
+
 def batch_of(name: str, n: int, tokenizer):
     """Each (task, n) generated once per session: four tests read the same pairs."""
     if (name, n) not in _batches:
-        _batches[name, n] = TASKS[name].generate(tokenizer, n, seed=0, max_len=MAX_LEN)
+        _batches[name, n] = task_of(name).generate(tokenizer, n, seed=0, max_len=MAX_LEN)
     return _batches[name, n]
 
 
@@ -52,6 +60,7 @@ def surplus(first: list, second: list) -> int:
 def test_every_built_in_task_is_checked():
     built_in = [t.name for t in TASKS if type(t).__module__.startswith(BUILT_IN)]
     assert len(built_in) >= 13 and set(built_in) <= set(CHECKED)
+    assert {f"{name}@shifted" for name in built_in} <= set(CHECKED)  # every built-in task has a shifted variant
 
 
 @pytest.mark.parametrize("n", [N_EVEN, N_ODD])
@@ -64,7 +73,7 @@ def test_answers_are_balanced(name, n, stdlib_bpe):
     # One unmatched pair (odd n) leaves its correct and its alternative unmatched: a surplus of 2.
     assert surplus(correct, alternative) <= 2 * odd, (name, Counter(correct), Counter(alternative))
     assert surplus(list(zip(lengths, correct, strict=True)), list(zip(lengths, alternative, strict=True))) <= 2 * odd
-    answers = getattr(TASKS[name], "answers", ())
+    answers = getattr(task_of(name), "answers", ())
     if len(answers) == 2:
         ids = [stdlib_bpe.encode(a).ids[0] for a in answers]
         counts = sorted(correct.count(i) for i in ids)
