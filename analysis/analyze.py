@@ -72,7 +72,7 @@ from glassformer.analysis.config import AnalysisConfig
 from glassformer.analysis.node.circuits import LEVEL as NODE
 from glassformer.analysis.results import existing_analysis, merge_run
 from glassformer.analysis.sparse_metrics import format_sparse_table, load_parent, sparse_layer_report
-from glassformer.analysis.tasks import TASKS, TaskBatch, TaskError
+from glassformer.analysis.tasks import TASKS, TaskBatch, TaskError, with_shifted
 from glassformer.archs import build_model, load_config, load_model_dir
 from glassformer.archs.model_dir import ANALYSIS_FILE, TOKENIZER_FILE, ModelDirError, atomic_write_json
 
@@ -161,12 +161,15 @@ def task_batches(model_dir: Path, config: AnalysisConfig, cfg: Any) -> tuple[dic
     skipped: dict[str, str] = {}
     for name in config.tasks if config.tasks is not None else TASKS.names():
         try:
-            batches[name] = TASKS[name].generate(tokenizer, config.n_pairs, config.seed, max_len=cfg.n_ctx,
-                                                 d_vocab=cfg.d_vocab)
+            batch = TASKS[name].generate(tokenizer, config.n_pairs, config.seed, max_len=cfg.n_ctx,
+                                         d_vocab=cfg.d_vocab)
         except TaskError as e:
             if config.tasks is not None:
                 raise
             skipped[name] = str(e)
+            continue
+        batches[name] = with_shifted(batch, TASKS[name], tokenizer, config.n_pairs, config.seed,
+                                     max_len=cfg.n_ctx, d_vocab=cfg.d_vocab)
     if not batches:
         raise TaskError(f"no task can run on this model: {skipped}")
     return batches, skipped

@@ -58,9 +58,10 @@ class AnalysisConfig:
     """component (embeddings, heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual,
     q/k/v and neuron or transcoder-latent channels)."""
     method: str | None = None
-    """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl or eap-ig-act; node: mask, eap-ig or
-    eap. None: the level's default (auto for components: exact patching up to ``exact_max_edges`` edges, converged eap-ig-gl
-    above; mask for nodes)."""
+    """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl, eap-ig-act, eap-ig-gl+exact or acdc;
+    node: mask, eap-ig or eap. None: the level's default (auto for components: exact patching up to
+    ``exact_max_edges`` edges, eap-ig-gl+exact above: converged eap-ig-gl whose top ``exact_max_edges`` edges are
+    then measured exactly; mask for nodes)."""
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
     or zero. Mean ablation needs corpus windows; without them zero is used (with a warning and a note)."""

@@ -34,6 +34,7 @@ from glassformer.analysis.node.masks import (
     rank_nodes,
     smallest_circuit,
 )
+from glassformer.analysis.node.ood import node_circuit_ood
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff, split_pairs
 
 if TYPE_CHECKING:
@@ -150,6 +151,10 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: NodeGraph
         for key in ("chosen", "search", "active", "agreement", "train_target"):
             c[key] = {who: found.get(who, {}).get(key) for who in WHO}
     keep = found.get("model", {}).get("keep")
+    if "model" in found:
+        c["ood"] = node_circuit_ood(subjects["model"], graph, batch, config.ablation, means["model"], keep,
+                                    target=config.target_loss, margin=config.target_margin,
+                                    gate_alpha=config.gate_alpha, gate_min_logit_diff=config.gate_min_logit_diff)
     c["circuit"] = ([graph.node_name(i) for i in keep.nonzero().flatten().tolist()[:MAX_CIRCUIT_NAMES]]
                     if keep is not None else None)
     return {"status": "ok", "description": description, "n_pairs": len(batch), "seed": config.seed,

@@ -26,7 +26,8 @@ def analyze(
         analysis: The analysis settings (glassformer.analysis.AnalysisConfig). Levels: component (embeddings,
             heads with q/k/v inputs, MLPs, logits; edges between them) or node (residual, q/k/v and neuron or
             transcoder-latent channels). Methods: component auto (default: exact patching up to
-            --exact_max_edges edges, eap-ig-gl above), exact, eap, eap-ig, eap-ig-gl, eap-ig-act or acdc
+            --exact_max_edges edges, eap-ig-gl+exact above), exact, eap, eap-ig, eap-ig-gl, eap-ig-act,
+            eap-ig-gl+exact or acdc
             (threshold --acdc_threshold, KL in nats); node mask, eap-ig or eap (default mask). Ablations: component mean,
             position-mean, zero or corrupt; node mean or zero. --tasks takes one name or a list; --mask.steps sets
             the mask training.
