@@ -151,6 +151,7 @@ def comparison(variant: list[dict[str, Any]], base: list[dict[str, Any]], ladder
            "loss_gap": None if v_loss is None or b_loss is None else v_loss - b_loss,
            "capability_matched": matched == "loss",
            "ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "resampled": r["resampled"],
+           "fold": None if r["ratio"] is None else max(r["ratio"], 1 / r["ratio"]),
            "tasks": tasks, "dropped": dropped,
            "seeds": [m["seed"] for m in variant if m["seed"] is not None],
            "baseline_seeds": [m["seed"] for m in points if m["seed"] is not None],
@@ -192,9 +193,9 @@ def reason(row: dict[str, Any], val_loss: float | None, steps: list[int | None])
     if row["ratio"] is None:
         size = "no task is usable in both, so circuit sizes cannot be compared"
     else:
-        way = (f"{_f(1 / row['ratio'], 2)}x smaller" if row["ratio"] < 1 else f"{_f(row['ratio'], 2)}x larger")
+        way = f"{_f(row['fold'], 2)}x {'smaller' if row['ratio'] < 1 else 'larger'}"
         ci = ("no interval" if row["lo"] is None else
-              f"95% interval {_f(row['lo'], 3)} to {_f(row['hi'], 3)}, resampling {row['resampled']}")
+              f"interval {_f(row['lo'], 3)} to {_f(row['hi'], 3)}, resampling {row['resampled']}")
         size = (f"{row['key']} circuits {way}: paired size ratio {_f(row['ratio'], 3)} ({ci}) over {n} "
                 f"task{'' if n == 1 else 's'} ({', '.join(row['tasks'])}), seeds {_list(row['seeds'])} against "
                 f"{_list(row['baseline_seeds'])}")
@@ -254,7 +255,7 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
              + f"), validation loss {'unknown' if loss is None else _f(loss, 3) + ' nats/token'}."]
     b = report.get("bootstrap")
     if b:
-        lines.append(f"Intervals: {round(100 * b['confidence'])}% percentile intervals of {b['n_boot']} bootstrap "
+        lines.append(f"Intervals: percentile intervals at confidence {b['confidence']} of {b['n_boot']} bootstrap "
                      f"samples (seed {b['seed']}), resampling {b['resampled']}. A difference is called only when "
                      f"the interval of the size ratio excludes 1 and the ratio lies outside the baseline's own "
                      f"seed-to-seed spread.")
@@ -267,8 +268,8 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
     for name, s in (report.get("stability") or {}).items():
         lines.append(f"Decomposition stability of {name} (seeds {_list(s['seeds'])}, {s['site']}): mean best "
                      f"cosine {_f(s['mean_best_cosine'], 3)} against {_f(s['chance_mean_best_cosine'], 3)} by "
-                     f"chance; {_f(100 * s['frac_above_0.9'], 1)}% of latents above 0.9 against "
-                     f"{_f(100 * s['chance_frac_above_0.9'], 1)}% by chance.")
+                     f"chance; fraction of latents matched above 0.9 {_f(s['frac_above_0.9'], 3)} against "
+                     f"{_f(s['chance_frac_above_0.9'], 3)} by chance.")
     lines += sanity_lines(report["models"])
     for level, names in report.get("pareto", {}).items():
         if names:

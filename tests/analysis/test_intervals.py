@@ -176,10 +176,11 @@ def test_a_per_task_interval_holds_its_size_and_narrows_with_more_pairs():
     assert widths[1] < widths[0] / 2  # sixteen times the pairs: about a quarter of the width
 
 
-def test_a_model_against_itself_has_ratio_one_with_no_width():
+def test_one_record_on_both_sides_has_ratio_one_with_no_width():
+    """Two models with the same records: each resample draws the same pairs for both (a paired bootstrap)."""
     bs = Bootstrap(n_boot=200)
-    s = subject("m", TASKS, seed=0)
-    r = bs.ratio(("v", [s]), ("b", [s]), list(TASKS))
+    s, twin = subject("m", TASKS, seed=0), subject("twin", TASKS, seed=0)
+    r = bs.ratio(("v", [s]), ("b", [twin]), list(TASKS))
     assert (r["ratio"], r["lo"], r["hi"], r["resampled"]) == (pytest.approx(1.0), 1.0, 1.0, "pairs")
 
 
