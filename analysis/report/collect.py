@@ -4,7 +4,10 @@ Sources: ``config.json`` (shape and constraints), ``training.json`` (losses, tok
 ``analysis.json`` (circuits, one run per level; the sparse-layer metrics: L0, dead and dense fractions,
 interference, weight density), ``logs/metrics.csv`` (training curves; the last L0 and dead fraction logged in
 training when the analysis has no sparse-layer metrics) and ``model.safetensors`` (non-zero parameters). Only JSON,
-CSV and safetensors are read: nothing in the folder is executed.
+CSV and safetensors are read: nothing in the folder is executed. training.json's ``variant``, ``seed`` and
+``val_loss`` (INTERFACES section 2) give the record's own; the per-pair records of the circuits (INTERFACES
+section 1), the bootstrap's input, are handed out beside the record (:func:`read_circuits`), not kept in it; the
+checkpoint ladder's directories are listed by :func:`ladder_dirs`.
 
 Example:
     >>> record = collect_model("runs/demo/dense")  # doctest: +SKIP

@@ -238,3 +238,36 @@ def test_the_controls_are_reported_as_sanity_checks():
                                        "shuffled_labels": "found no capability"}},
                    "b": {"component": {"random_init": "not checked", "shuffled_labels": "not checked"}},
                    "c": {"component": {"random_init": "not checked", "shuffled_labels": "not checked"}}}
+
+
+def add_node_run(path, nodes: dict[str, int]) -> None:
+    """Add a node-level run (no per-pair records: node circuits have none) to a model directory's analysis."""
+    data = json.loads((path / "analysis.json").read_text())
+    tasks = {name: {"status": "ok", "capability": {}, "circuits": [
+        {"level": "node", "method": "mask", "selection": "mask", "n_nodes_total": 500, "nodes": {"model": k},
+         "reached": {"model": True}}]} for name, k in nodes.items()}
+    data["results"]["node/mask/mean"] = {
+        "settings": {"level": "node", "method": "mask", "ablation": "mean"}, "tasks": tasks,
+        "summary": [{"level": "node", "method": "mask", "selection": "mask", "n_tasks": len(nodes),
+                     "geomean_nodes": {"model": None}}]}
+    (path / "analysis.json").write_text(json.dumps(data))
+
+
+def test_node_level_intervals_come_from_seeds_only(tmp_path):
+    dense = variant_dirs(tmp_path, "dense", [SIZES, SIZES])
+    tc = variant_dirs(tmp_path, "tc", [SIZES, SIZES, SIZES])
+    for path, nodes in zip([*dense, *tc], (10, 20, 4, 5, 6), strict=True):
+        add_node_run(path, {"a": nodes, "b": 2 * nodes})
+    report = build_report([*dense, *tc[:1]], n_boot=N_BOOT)
+    assert report["levels"] == ["component", "node"]
+    m = report["models"][0]
+    assert m["sizes"]["node"]["interval"] is None  # one model, no pairs: nothing to resample
+    assert all(t["circuits"]["node"]["interval"] is None for t in m["tasks"] if "node" in t["circuits"])
+    variants = {v["variant"]: v["levels"]["node"] for v in report["variants"]}
+    assert variants["tc"]["lo"] is None and variants["dense"]["n_tasks"] == 2
+    assert (variants["dense"]["lo"], variants["dense"]["hi"]) == (pytest.approx(10 * 2 ** 0.5),
+                                                                  pytest.approx(20 * 2 ** 0.5))
+    c = only(report, level="node")
+    assert c["lo"] is None and c["call"] == "not distinguishable" and c["seed_spread"] == pytest.approx([0.5, 2.0])
+    c = only(build_report([*dense, *tc], n_boot=N_BOOT), level="node")
+    assert c["resampled"] == "seeds" and c["hi"] < 1 and c["ratio"] == pytest.approx(120 ** (1 / 3) / 200 ** 0.5)
