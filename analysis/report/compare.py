@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from glassformer.analysis.report.collect import collect_model, ladder_dirs
-from glassformer.analysis.report.intervals import N_BOOT, SEED, Bootstrap
+from glassformer.analysis.report.intervals import N_BOOT, SEED, Bootstrap, geomean
 from glassformer.analysis.report.verdict import (
     ReportStats,
     comparison,
@@ -164,11 +164,7 @@ def build_report(model_dirs: list[str | Path], *, baseline: str | Path | None = 
     groups = group_variants(models)
     base_variant = next((m["variant"] for m in models if m["name"] == base_name), None)
     variants = [variant_record(v, ms, stats) for v, ms in groups.items()]
-    comparisons = [comparison(ms, groups[base_variant], ladders, lv, matched, stats)
-                   for v, ms in groups.items() if base_variant is not None and v != base_variant
-                   for lv in levels if any(lv in m["sizes"] for m in ms)
-                   for matched in ("steps", "loss")
-                   if matched == "steps" or any(ladders[b["name"]] for b in groups[base_variant])]
+    comparisons = all_comparisons(groups, base_variant, ladders, levels, stats)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "kind": "glassformer.report",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -187,6 +183,21 @@ def build_report(model_dirs: list[str | Path], *, baseline: str | Path | None = 
     report = json.loads(json.dumps(report, allow_nan=False))
     report["verdict"]["text"] = verdict_text(report)
     return report
+
+
+def all_comparisons(groups: dict[str, list[dict[str, Any]]], base_variant: str | None,
+                    ladders: dict[str, list[dict[str, Any]]], levels: list[str], stats: ReportStats
+                    ) -> list[dict[str, Any]]:
+    """report.json's ``comparisons``: each other variant against the baseline at each level both hold, at the
+    same steps and, where the baseline has a checkpoint ladder, at matched validation loss."""
+    if base_variant is None:
+        return []
+    base = groups[base_variant]
+    matchings = ("steps", "loss") if any(ladders[b["name"]] for b in base) else ("steps",)
+    return [comparison(ms, base, ladders, level, matched, stats)
+            for variant, ms in groups.items() if variant != base_variant
+            for level in levels if any(level in m["sizes"] for m in ms) and any(level in b["sizes"] for b in base)
+            for matched in matchings]
 
 
 def add_intervals(models: list[dict[str, Any]], stats: ReportStats) -> None:
@@ -238,8 +249,6 @@ def frontier(groups: dict[str, list[dict[str, Any]]], ladders: dict[str, list[di
              stats: ReportStats) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """report.json's ``frontier``: per level and variant, each model and ladder checkpoint's geometric-mean size
     over its own usable tasks (interval: pairs resampled) against its validation loss, by falling loss."""
-    from glassformer.analysis.report.intervals import geomean
-
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for level in levels:
         for variant, models in groups.items():
