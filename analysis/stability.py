@@ -96,3 +96,46 @@ def stability_against_chance(model_a: Any, model_b: Any, seed: int = 0) -> dict[
               "mean_cosine": sum(r["mean_cosine"] for r in layers) / len(layers),
               "fraction_above": sum(r["fraction_above"] for r in layers) / len(layers)}
     return {"trained": trained, "chance": chance}
+
+
+DICTIONARY_KINDS = ("transcoder", "topk")
+"""MLP kinds whose hidden units are meant as a dictionary of features."""
+
+
+def has_dictionary(model_dir: Any) -> bool:
+    """Whether the model directory's MLPs are a dictionary (a transcoder or a TopK MLP), from its config.json.
+
+    Example:
+        >>> has_dictionary("no/such/model")
+        False
+    """
+    from pathlib import Path
+
+    from glassformer.archs.model_dir import CONFIG_FILE, read_json
+
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        return False
+    cfg = read_json(path)
+    return isinstance(cfg, dict) and (cfg.get("mlp") or {}).get("kind") in DICTIONARY_KINDS
+
+
+def seed_stability(dir_a: Any, dir_b: Any, seed: int = 0) -> dict[str, Any]:
+    """Report fields of :func:`stability_against_chance` for two model directories (two seeds of one variant):
+    matched decoder cosines averaged over MLP layers, beside two random dictionaries of the same shapes (the
+    chance level of two random inits: isotropic directions; a transcoder's own init has none, its decoder is zero).
+
+    Example:
+        >>> seed_stability("runs/s/transcoder-seed0", "runs/s/transcoder-seed1")["mean_best_cosine"]  # doctest: +SKIP
+        0.71
+    """
+    from glassformer.archs import load_model_dir
+
+    out = stability_against_chance(load_model_dir(dir_a), load_model_dir(dir_b), seed=seed)
+    trained, chance = out["trained"], out["chance"]
+    layers = ", ".join(str(r["layer"]) for r in trained["layers"])
+    return {"mean_best_cosine": trained["mean_cosine"], "frac_above_0.9": trained["fraction_above"],
+            "chance_mean_best_cosine": chance["mean_cosine"], "chance_frac_above_0.9": chance["fraction_above"],
+            "site": f"decoder directions of MLP layer{'s' if len(trained['layers']) > 1 else ''} {layers}, "
+                    "mean over layers",
+            "chance": "two random dictionaries of the same shapes (isotropic Gaussian directions)"}

@@ -4,7 +4,10 @@ Sources: ``config.json`` (shape and constraints), ``training.json`` (losses, tok
 ``analysis.json`` (circuits, one run per level; the sparse-layer metrics: L0, dead and dense fractions,
 interference, weight density), ``logs/metrics.csv`` (training curves; the last L0 and dead fraction logged in
 training when the analysis has no sparse-layer metrics) and ``model.safetensors`` (non-zero parameters). Only JSON,
-CSV and safetensors are read: nothing in the folder is executed.
+CSV and safetensors are read: nothing in the folder is executed. training.json's ``variant``, ``seed`` and
+``val_loss`` (INTERFACES section 2) give the record's own; the per-pair records of the circuits (INTERFACES
+section 1), the bootstrap's input, are handed out beside the record (:func:`read_circuits`), not kept in it; the
+checkpoint ladder's directories are listed by :func:`ladder_dirs`.
 
 Example:
     >>> record = collect_model("runs/demo/dense")  # doctest: +SKIP
@@ -156,13 +159,17 @@ def _curve(points: Any) -> list[dict[str, float]]:
     return out
 
 
-def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_circuits(analysis: dict[str, Any], pairs: dict[str, dict[str, Any]] | None = None
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(sizes per level, per-task records) from an analysis.json (version-2 layout), at every level it holds.
+    ``pairs``, when given, receives each headline circuit's per-pair record (INTERFACES section 1) by level and
+    task: the bootstrap's input, too large to keep in report.json.
 
     Example:
         >>> read_circuits({"results": {}})
         ({}, [])
     """
+    pairs = {} if pairs is None else pairs
     picked = pick_runs(analysis)
     sizes: dict[str, Any] = {}
     for level, (run, row) in picked.items():
@@ -216,6 +223,8 @@ def read_circuits(analysis: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
                 # A task the model failed the capability gate on has no circuit to speak of, whatever f did.
                 signal["model"] = signal.get("model", False) and gate["model"]["passed"]
             top = (c.get("top_edges") or {}).get("model") or []
+            if isinstance((c.get("pairs") or {}).get("model"), dict):
+                pairs.setdefault(level, {})[name] = c["pairs"]["model"]
             rec["circuits"][level] = {
                 "size": {who: size_value((c.get(key) or {}).get(who)) for who in WHO},
                 "signal": signal, "gate": gate,
@@ -335,8 +344,31 @@ def sparse_stats(analysis: dict[str, Any], rows: list[dict[str, str]]) -> dict[s
             "weight_density": density if density is not None else _last(rows, "weights/density"), "layers": []}
 
 
-def collect_model(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
+def ladder_dirs(model_dir: str | Path) -> list[Path]:
+    """The analysed checkpoints of ``model_dir``'s ladder (``ladder/step-<06d>/``, INTERFACES section 2), in step
+    order; a rung without analysis.json is left out (it has no circuits to place).
+
+    Example:
+        >>> ladder_dirs("no/such/model")
+        []
+    """
+    from glassformer.archs.model_dir import ANALYSIS_FILE
+
+    rungs = Path(model_dir) / "ladder"
+    return sorted(d for d in rungs.glob("step-*") if (d / ANALYSIS_FILE).is_file()) if rungs.is_dir() else []
+
+
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
+def collect_model(model_dir: str | Path, name: str | None = None,
+                  pairs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The report record of one analysed model directory (see the module docstring for the sources).
+
+    ``variant``, ``seed`` and ``val_loss`` come from training.json (INTERFACES section 2); a directory trained
+    before they were recorded is its own variant (its name), with the trainer config's seed and the final
+    validation loss. ``pairs`` receives the per-pair records (see :func:`read_circuits`).
 
     Raises :class:`glassformer.archs.ModelDirError` naming the file when config.json or analysis.json is missing
     or malformed; training.json and metrics.csv are optional (a model from elsewhere may lack them).
@@ -361,25 +393,33 @@ def collect_model(model_dir: str | Path, name: str | None = None) -> dict[str, A
     final = training.get("final") or {}
     rows = read_metrics(model_dir)
     n_params, n_nonzero = parameter_counts(model_dir)
-    sizes, tasks = read_circuits(analysis)
+    sizes, tasks = read_circuits(analysis, pairs)
     picked = pick_runs(analysis)
     cap = next(iter(picked.values()))[0].get("capability", {}) if picked else analysis.get("capability", {})
-    train_val = _finite(final.get("loss/val"))
+    train_val = _finite(training.get("val_loss"))
+    train_val = _finite(final.get("loss/val")) if train_val is None else train_val
+    seed = _int(training.get("seed"))
+    seed = _int(((training.get("config") or {}).get("trainer") or {}).get("seed")) if seed is None else seed
+    name = name or model_dir.name
+    variant = training.get("variant") or training.get("ladder_of")
     return {
-        "name": name or model_dir.name,
+        "name": name,
         "model_dir": str(model_dir),
+        "variant": variant if isinstance(variant, str) and variant else name,
+        "seed": seed,
+        "val_loss": train_val if train_val is not None else _finite(cap.get("val_loss")),
         "constraints": describe_constraints(cfg),
         "shape": {k: cfg.get(k) for k in ("n_layers", "n_heads", "d_model", "d_mlp", "d_vocab", "n_ctx")},
         "n_params": n_params,
         "n_nonzero_params": n_nonzero,
         "training": {
-            "steps": training.get("steps"), "tokens_seen": training.get("tokens_seen"),
+            "steps": _int(training.get("steps", training.get("step"))), "tokens_seen": training.get("tokens_seen"),
             "val_loss": train_val, "train_loss": _finite(final.get("loss/train")),
             "unigram_entropy": _finite(final.get("unigram_entropy")),
             "wall_seconds": _finite(training.get("wall_seconds")),
             "tokens_per_sec": _finite((training.get("throughput") or {}).get("tokens_per_sec")),
             "corpus_fingerprint": (training.get("corpus") or {}).get("fingerprint"),
-            "seed": ((training.get("config") or {}).get("trainer") or {}).get("seed"),
+            "seed": seed,
         },
         "capability": {
             # training.json's validation loss when there is one (the same windows for every model of a sweep),

@@ -1,23 +1,30 @@
-"""The written verdict: for each constraint, the capability it cost and how much smaller its circuits are.
+"""The verdict: for each constrained variant, at each level, whether its circuits differ in size from the dense
+baseline's, by a statistic with an interval rather than a rule.
 
-The numbers (``verdict_rows``) are computed once and stored in report.json; the sentences (``verdict_text``) are
-formatted from report.json alone, so every number a reader sees in the text is one of report.json's.
+**The rule.** A comparison pairs a variant (its models: one per seed) with the baseline at one level, matched
+either at the same training steps (the baseline's final models, or the ladder checkpoint nearest in steps) or at
+the same capability (per baseline seed, the final model or ladder checkpoint nearest in validation loss to the
+variant's mean; nearest checkpoint, never interpolated; the gap is stated). It is made over the tasks where every
+model on both sides passed the capability gate, has signal above the empty circuit and reached the target (chosen
+without looking at which side does better; each task left out is listed with the reason). The statistic is the
+paired ratio: per task, the variant's N_0.8 over the baseline's (each side averaged over its seeds in the log),
+then the geometric mean over tasks, with a 95% bootstrap interval (:mod:`.intervals`). The call is
 
-Whether a difference in circuit size is real is judged against the controls, a difference-in-differences: the
-ratio of geometric-mean circuit sizes (baseline over constrained model, over the tasks where both models' circuits
-carry signal) is compared with the same ratio measured on each control (the randomly initialised models, and the
-shuffled-label task). If the constraint shrinks the circuits of untrained models or of a meaningless task as much
-as those of the trained model on the real task, the shrinkage comes from the architecture or from noise, not from
-a mechanism the model learned: the verdict is then "within the controls". It is "real" only when the model's
-ratio lies further from 1 than every control's by more than a factor of 1.5 (``MARGIN``, a choice: circuit sizes
-from a few dozen pairs move by tens of percent between seeds), over at least 3 tasks (``MIN_TASKS``; fewer
-gives "too few tasks").
+- "smaller" only when the interval lies wholly below 1 **and** the ratio lies below the baseline's own
+  seed-to-seed spread (the smallest ratio between two of its seeds over the same tasks);
+- "larger" only when the interval lies wholly above 1 **and** the ratio lies above that spread;
+- "not distinguishable" otherwise, and always when the spread is unknown (the baseline has one seed: a
+  single-seed difference cannot be told from a seed-to-seed one), when there is no interval (no per-pair records
+  and one seed per side) or when no task is usable.
+
+The controls (random-init model, shuffled labels) no longer judge the size: they are sanity checks, reported as
+whether each found no capability on any task (a control that passes the capability gate somewhere is a failed
+check). The numbers (``comparisons``) are computed once and stored in report.json; the sentences are formatted
+from report.json alone, so every number a reader sees is one of report.json's.
 
 Example:
-    >>> rows = verdict_rows([_m("dense", 5.0, 40.0), _m("sparse", 5.5, 10.0)], "dense")  # 3 tasks each
-    >>> c = rows[0]["levels"]["component"]
-    >>> round(c["times_smaller"], 6), c["judgement"]
-    (4.0, 'real')
+    >>> decide(0.25, 0.2, 0.3, [0.8, 1.25])[0], decide(0.25, 0.2, 0.3, None)[0]
+    ('smaller', 'not distinguishable')
 """
 
 from __future__ import annotations
@@ -25,74 +32,207 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from glassformer.analysis.common import CONTROLS, geometric_mean
+from glassformer.analysis.report.intervals import Bootstrap, PairRecord, Subject, seed_spread
 
-MARGIN = 1.5
-MIN_TASKS = 3
 CONTROL_WORDS = {"random_init": "random init", "shuffled_labels": "shuffled labels"}
+MATCH_WORDS = {"steps": "at the same training steps", "loss": "at matched capability (validation loss)"}
 
 
-def _tasks(model: dict[str, Any], level: str) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t["circuits"][level] for t in model["tasks"]
-            if t.get("status") == "ok" and level in t.get("circuits", {})}
+def task_reason(model: dict[str, Any], level: str, task: str) -> str | None:
+    """Why ``task`` cannot enter a size comparison for ``model`` at ``level``, or None when it can.
+
+    Example:
+        >>> m = {"tasks": [{"name": "a", "status": "ok", "circuits": {"component": {"size": {"model": 4},
+        ...       "signal": {"model": False}, "gate": {"model": {"passed": False}}}}}]}
+        >>> task_reason(m, "component", "a"), task_reason(m, "component", "b")
+        ('failed the capability gate', 'not analysed')
+    """
+    t = next((t for t in model["tasks"] if t["name"] == task), None)
+    if t is None:
+        return "not analysed"
+    if t.get("status") != "ok":
+        return f"skipped ({t.get('reason') or 'no reason given'})"
+    c = t.get("circuits", {}).get(level)
+    if c is None:
+        return f"not analysed at {level} level"
+    gate = (c.get("gate") or {}).get("model")
+    if gate is not None and not gate.get("passed"):
+        return "failed the capability gate"
+    if not c.get("signal", {}).get("model"):
+        return "no signal above the empty circuit"
+    if c.get("size", {}).get("model") is None:
+        return "no circuit reached the target"
+    return None
 
 
-def compare_sizes(model: dict[str, Any], base: dict[str, Any], level: str) -> dict[str, Any] | None:
-    """Sizes of ``model`` against ``base`` at ``level`` over the tasks where both have signal, with controls."""
-    mine, theirs = _tasks(model, level), _tasks(base, level)
-    common = [n for n in mine if n in theirs and mine[n]["signal"].get("model") and theirs[n]["signal"].get("model")
-              and mine[n]["size"].get("model") is not None and theirs[n]["size"].get("model") is not None]
-    out: dict[str, Any] = {"key": model["sizes"][level]["key"], "unit": model["sizes"][level]["unit"],
-                           "tasks": common, "n_tasks": len(common)}
-    if not common:
-        out["judgement"] = "no signal"
-        return out
-    g_model = geometric_mean([mine[n]["size"]["model"] for n in common])
-    g_base = geometric_mean([theirs[n]["size"]["model"] for n in common])
-    out.update(size=g_model, base_size=g_base, times_smaller=g_base / g_model, times_larger=g_model / g_base)
-    controls = {}
-    for c in CONTROLS:
-        gm = geometric_mean([mine[n]["size"].get(c) for n in common])
-        gb = geometric_mean([theirs[n]["size"].get(c) for n in common])
-        if gm is not None and gb is not None:
-            controls[c] = {"size": gm, "base_size": gb, "times_smaller": gb / gm}
-    out["controls"] = controls
-    spread = max((abs(math.log(v["times_smaller"])) for v in controls.values()), default=0.0)
-    if len(common) < MIN_TASKS:
-        out["judgement"] = "too few tasks"
-    elif not controls:
-        # Measured but never at the target (a node-level control that no mask brings to the target loss) is not the
-        # same as not measured: the model's circuits exist where the controls' do not, yet there is no ratio.
-        measured = any(c in mine[n]["size"] and c in theirs[n]["size"] for n in common for c in CONTROLS)
-        out["judgement"] = "controls not at the target" if measured else "no controls"
+def usable_tasks(model: dict[str, Any], level: str) -> list[str]:
+    """The tasks of ``model`` that can enter a comparison at ``level`` (see :func:`task_reason`)."""
+    return [t["name"] for t in model["tasks"] if task_reason(model, level, t["name"]) is None]
+
+
+def subject(model: dict[str, Any], level: str, pairs: dict[str, dict[str, Any]]) -> Subject:
+    """The bootstrap's view of ``model`` at ``level``: every task with a size, and the parsed per-pair records
+    (``pairs``: by level and task, from :func:`~glassformer.analysis.report.collect.read_circuits`)."""
+    sizes = {t["name"]: float(c["size"]["model"]) for t in model["tasks"] if t.get("status") == "ok"
+             if (c := t.get("circuits", {}).get(level)) is not None and c["size"].get("model") is not None}
+    recs = {name: rec for name, raw in (pairs.get(level) or {}).items()
+            if name in sizes and (rec := PairRecord.parse(raw)) is not None}
+    return Subject(f"{model['name']}@{level}", sizes, recs)
+
+
+def decide(ratio: float | None, lo: float | None, hi: float | None, spread: list[float] | None
+           ) -> tuple[str, str]:
+    """(call, why in words) by the rule of the module docstring.
+
+    Example:
+        >>> decide(1.5, 1.2, 1.9, [0.6, 1.6])
+        ('not distinguishable', "the interval excludes 1 but the ratio lies within the baseline's seed-to-seed spread")
+    """
+    if ratio is None:
+        return "not distinguishable", "no task is usable in both"
+    if lo is None or hi is None:
+        return "not distinguishable", "there is no interval (no per-pair records and one seed on a side)"
+    excludes = hi < 1 or lo > 1
+    if spread is None:
+        return "not distinguishable", ("the baseline has one seed, so its seed-to-seed spread is unknown and a "
+                                        "difference cannot be told from a change of seed (the interval "
+                                        + ("excludes" if excludes else "includes") + " 1)")
+    if hi < 1 and ratio < spread[0]:
+        return "smaller", "the interval lies below 1 and the ratio below the baseline's seed-to-seed spread"
+    if lo > 1 and ratio > spread[1]:
+        return "larger", "the interval lies above 1 and the ratio above the baseline's seed-to-seed spread"
+    if excludes:
+        return "not distinguishable", "the interval excludes 1 but the ratio lies within the baseline's seed-to-seed spread"
+    return "not distinguishable", "the interval includes 1"
+
+
+def _nearest(final: dict[str, Any], rungs: list[dict[str, Any]], field: str, target: float | None
+             ) -> dict[str, Any]:
+    """The final model or ladder rung nearest ``target`` in ``field`` (steps or val_loss); ties go to the final
+    model; an unknown target or value is never nearest."""
+    def value(m: dict[str, Any]) -> float | None:
+        return m["training"].get("steps") if field == "steps" else m.get("val_loss")
+
+    def gap(m: dict[str, Any]) -> tuple[float, bool]:
+        v = value(m)
+        return (math.inf if v is None or target is None else abs(v - target)), m is not final
+
+    return min([final, *rungs], key=gap)
+
+
+def _mean(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def comparison(variant: list[dict[str, Any]], base: list[dict[str, Any]], ladders: dict[str, list[dict[str, Any]]],
+               level: str, matched: str, stats: ReportStats) -> dict[str, Any]:
+    """One row of report.json's ``comparisons``: ``variant``'s models against the baseline's (``base``, one per
+    seed, each with its ``ladders`` rungs), matched by ``"steps"`` or ``"loss"``."""
+    field, target = (("steps", _mean([m["training"].get("steps") for m in variant])) if matched == "steps"
+                     else ("val_loss", _mean([m.get("val_loss") for m in variant])))
+    points = [_nearest(b, ladders.get(b["name"], []), field, target) for b in base]
+    names = list(dict.fromkeys(t["name"] for m in (*points, *variant) for t in m["tasks"]))
+    dropped, tasks = [], []
+    for name in names:
+        why = [f"{m['name']} {r}" for m in (*variant, *points) if (r := task_reason(m, level, name))]
+        (dropped.append({"task": name, "reason": "; ".join(why)}) if why else tasks.append(name))
+    vs, bs = [stats.subject(m, level) for m in variant], [stats.subject(m, level) for m in points]
+    r = stats.bootstrap.ratio((variant[0]["variant"], vs), ("|".join(m["name"] for m in points), bs), tasks)
+    spread = seed_spread(bs, tasks)
+    call, why = decide(r["ratio"], r["lo"], r["hi"], spread)
+    v_loss, b_loss = _mean([m.get("val_loss") for m in variant]), _mean([m.get("val_loss") for m in points])
+    sizes = next((m["sizes"][level] for m in variant if level in m["sizes"]), {})
+    row = {"variant": variant[0]["variant"], "baseline": base[0]["variant"], "level": level, "matched": matched,
+           "key": sizes.get("key", "N_0.8"), "unit": sizes.get("unit", "edges"),
+           "baseline_point": {"model": points[0]["name"], "step": points[0]["training"].get("steps"),
+                              "val_loss": b_loss},
+           "baseline_models": [m["name"] for m in points],
+           "loss_gap": None if v_loss is None or b_loss is None else v_loss - b_loss,
+           "capability_matched": matched == "loss",
+           "ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"], "resampled": r["resampled"],
+           "fold": None if r["ratio"] is None else max(r["ratio"], 1 / r["ratio"]),
+           "tasks": tasks, "dropped": dropped,
+           "seeds": [m["seed"] for m in variant if m["seed"] is not None],
+           "baseline_seeds": [m["seed"] for m in points if m["seed"] is not None],
+           "seed_spread": spread, "call": call, "why": why}
+    row["reason"] = reason(row, v_loss, [m["training"].get("steps") for m in points])
+    return row
+
+
+class ReportStats:
+    """The bootstrap of one report with each model's :class:`Subject` made once (``pairs``: by model name)."""
+
+    def __init__(self, bootstrap: Bootstrap, pairs: dict[str, dict[str, dict[str, Any]]]):
+        self.bootstrap, self.pairs = bootstrap, pairs
+        self._subjects: dict[tuple[str, str], Subject] = {}
+
+    def subject(self, model: dict[str, Any], level: str) -> Subject:
+        if (model["name"], level) not in self._subjects:
+            self._subjects[model["name"], level] = subject(model, level, self.pairs.get(model["name"], {}))
+        return self._subjects[model["name"], level]
+
+
+def _f(x: float | None, digits: int) -> str:
+    return "unknown" if x is None else f"{x:.{digits}f}"
+
+
+def _list(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values) if values else "none known"
+
+
+def reason(row: dict[str, Any], val_loss: float | None, steps: list[int | None]) -> str:
+    """The paragraph saying what a comparison row found and why its call is what it is (``steps``: of each
+    baseline model used)."""
+    p = row["baseline_point"]
+    used = ", ".join(name + ("" if step is None else f" at step {step}")
+                     for name, step in zip(row["baseline_models"], steps, strict=True))
+    where = (f"{row['variant']} against {row['baseline']} at {row['level']} level, {MATCH_WORDS[row['matched']]}"
+             f" (baseline {used})")
+    n = len(row["tasks"])
+    if row["ratio"] is None:
+        size = "no task is usable in both, so circuit sizes cannot be compared"
     else:
-        real = abs(math.log(out["times_smaller"])) > spread + math.log(MARGIN)
-        out["judgement"] = "real" if real else "within the controls"
-    return out
+        way = f"{_f(row['fold'], 2)}x {'smaller' if row['ratio'] < 1 else 'larger'}"
+        ci = ("no interval" if row["lo"] is None else
+              f"interval {_f(row['lo'], 3)} to {_f(row['hi'], 3)}, resampling {row['resampled']}")
+        size = (f"{row['key']} circuits {way}: paired size ratio {_f(row['ratio'], 3)} ({ci}) over {n} "
+                f"task{'' if n == 1 else 's'} ({', '.join(row['tasks'])}), seeds {_list(row['seeds'])} against "
+                f"{_list(row['baseline_seeds'])}")
+    spread = row["seed_spread"]
+    spread_words = ("" if spread is None else
+                    f"; the baseline's seed-to-seed ratios span {_f(spread[0], 3)} to {_f(spread[1], 3)}")
+    cap = (f"capability matched: validation loss {_f(val_loss, 3)} against {_f(p['val_loss'], 3)} "
+           if row["matched"] == "loss" else
+           f"capability not matched: validation loss {_f(val_loss, 3)} against {_f(p['val_loss'], 3)} ")
+    cap += "(gap unknown)" if row["loss_gap"] is None else f"({row['loss_gap']:+.3f} nats)"
+    dropped = "; ".join(f"{d['task']} ({d['reason']})" for d in row["dropped"])
+    return (f"{where}: {size}{spread_words}. Call: {row['call']}, because {row['why']}. {cap[0].upper()}{cap[1:]}."
+            + (f" Left out: {dropped}." if dropped else ""))
 
 
-def verdict_rows(models: list[dict[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
-    """One row per non-baseline model: loss cost against the baseline and size ratios per level."""
-    if baseline is None:
+def verdict_rows(variants: list[dict[str, Any]], comparisons: list[dict[str, Any]], baseline: str | None
+                 ) -> list[dict[str, Any]]:
+    """One row per non-baseline variant: its loss cost against the baseline's final models, and the call of each
+    comparison (by level, then matched) from ``comparisons``."""
+    base = next((v for v in variants if v["variant"] == baseline), None)
+    if base is None:
         return []
-    base = next(m for m in models if m["name"] == baseline)
     rows = []
-    for m in models:
-        if m["name"] == baseline:
+    for v in variants:
+        if v is base:
             continue
-        row: dict[str, Any] = {"name": m["name"], "constraints": m["constraints"], "baseline": baseline,
-                               "val_loss": m["capability"]["val_loss"], "base_val_loss": base["capability"]["val_loss"]}
+        row: dict[str, Any] = {"name": v["variant"], "constraints": v["constraints"], "baseline": baseline,
+                               "val_loss": v["val_loss"]["mean"], "base_val_loss": base["val_loss"]["mean"]}
         if row["val_loss"] is not None and row["base_val_loss"] is not None:
             row["loss_delta"] = row["val_loss"] - row["base_val_loss"]
             row["loss_delta_percent"] = 100 * row["loss_delta"] / row["base_val_loss"]
-        row["levels"] = {level: c for level in m["sizes"] if level in base["sizes"]
-                         if (c := compare_sizes(m, base, level)) is not None}
+        row["calls"] = {}
+        for c in comparisons:
+            if c["variant"] == v["variant"]:
+                row["calls"].setdefault(c["level"], {})[c["matched"]] = c["call"]
         rows.append(row)
     return rows
-
-
-def _f(x: float, digits: int) -> str:
-    return f"{x:.{digits}f}"
 
 
 def verdict_text(report: dict[str, Any]) -> list[str]:
@@ -106,39 +246,57 @@ def verdict_text(report: dict[str, Any]) -> list[str]:
     if base is None:
         return ["No dense baseline among the models: the report compares them without a verdict."]
     base_model = next(m for m in report["models"] if m["name"] == base)
-    lines = []
-    loss = base_model["capability"]["val_loss"]
-    lines.append(f"Baseline: {base} (no constraints), validation loss "
-                 f"{'unknown' if loss is None else _f(loss, 3) + ' nats/token'}.")
+    variants = {v["variant"]: v for v in report.get("variants", [])}
+    bv = variants.get(base_model.get("variant"), {})
+    loss = (bv.get("val_loss") or {}).get("mean", base_model["capability"]["val_loss"])
+    seeds = bv.get("seeds", [])
+    lines = [f"Baseline: {base_model.get('variant', base)} (no constraints"
+             + (f"; seeds {_list(seeds)}" if len(bv.get("models", [])) > 1 else "")
+             + f"), validation loss {'unknown' if loss is None else _f(loss, 3) + ' nats/token'}."]
+    b = report.get("bootstrap")
+    if b:
+        lines.append(f"Intervals: percentile intervals at confidence {b['confidence']} of {b['n_boot']} bootstrap "
+                     f"samples (seed {b['seed']}), resampling {b['resampled']}. A difference is called only when "
+                     f"the interval of the size ratio excludes 1 and the ratio lies outside the baseline's own "
+                     f"seed-to-seed spread.")
     for row in report["verdict"]["rows"]:
-        parts = [f"{row['name']} ({'; '.join(row['constraints']) or 'dense'}):"]
         if row.get("loss_delta") is not None:
-            parts.append(f"validation loss {_f(row['val_loss'], 3)} against {_f(row['base_val_loss'], 3)} "
-                         f"({row['loss_delta']:+.3f} nats, {row['loss_delta_percent']:+.1f}%);")
-        for level, c in row["levels"].items():
-            if c["judgement"] == "no signal":
-                parts.append(f"at {level} level no task has circuits with signal in both models (the model must "
-                             f"also pass the capability gate), so circuit sizes cannot be compared;")
-                continue
-            ratio = (f"{_f(c['times_smaller'], 2)}x smaller" if c["times_smaller"] >= 1
-                     else f"{_f(c['times_larger'], 2)}x larger")
-            ctrl = ", ".join(f"{CONTROL_WORDS[k]} {_f(v['times_smaller'], 2)}x" for k, v in c["controls"].items())
-            why = {"real": "so the difference is real",
-                   "within the controls": "so the difference is within what the controls show",
-                   "too few tasks": "but too few tasks carry signal to call the difference real",
-                   "no controls": "no controls were measured, so whether it is real is not known",
-                   "controls not at the target": "the controls were measured but never reached the target, so there "
-                                                 "is no control ratio to judge it by"}[c["judgement"]]
-            tasks = f"{c['n_tasks']} task" + ("" if c["n_tasks"] == 1 else "s")
-            parts.append(f"{level} circuits {ratio} (geometric mean {c['key']} {_f(c['size'], 1)} against "
-                         f"{_f(c['base_size'], 1)} {c['unit']} over {tasks} with signal in both)"
-                         + (f"; the controls' ratios are {ctrl}, {why};" if ctrl else f"; {why};"))
-        lines.append(" ".join(parts).rstrip(";") + ".")
+            lines.append(f"{row['name']} ({'; '.join(row['constraints']) or 'dense'}): validation loss "
+                         f"{_f(row['val_loss'], 3)} against {_f(row['base_val_loss'], 3)} "
+                         f"({row['loss_delta']:+.3f} nats, {row['loss_delta_percent']:+.1f}%).")
+    lines += [c["reason"] for c in report.get("comparisons", [])]
+    for name, s in (report.get("stability") or {}).items():
+        lines.append(f"Decomposition stability of {name} (seeds {_list(s['seeds'])}, {s['site']}): mean best "
+                     f"cosine {_f(s['mean_best_cosine'], 3)} against {_f(s['chance_mean_best_cosine'], 3)} by "
+                     f"chance; fraction of latents matched above 0.9 {_f(s['frac_above_0.9'], 3)} against "
+                     f"{_f(s['chance_frac_above_0.9'], 3)} by chance.")
     lines += sanity_lines(report["models"])
     for level, names in report.get("pareto", {}).items():
         if names:
             lines.append(f"Pareto frontier of validation loss against {level} circuit size: {', '.join(names)}.")
     return lines
+
+
+def controls_sanity(models: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+    """report.json's ``controls_sanity``: per model and level, what each control found ("found no capability",
+    "found capability on <tasks>", or "not checked" for an analysis made before the gate or without controls).
+
+    Example:
+        >>> m = {"name": "d", "analysis": {"node": {"controls": ["random_init"]}},
+        ...      "sizes": {"node": {"controls_passing_gate": {"random_init": ["a"], "shuffled_labels": []}}}}
+        >>> controls_sanity([m])["d"]["node"]
+        {'random_init': 'found capability on a', 'shuffled_labels': 'not checked'}
+    """
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for m in models:
+        for level, sizes in m["sizes"].items():
+            passing, measured = sizes.get("controls_passing_gate"), (m["analysis"].get(level) or {}).get("controls")
+            measured = list(CONTROL_WORDS) if measured is None else measured  # settings of older analyses
+            out.setdefault(m["name"], {})[level] = {
+                who: "not checked" if passing is None or who not in (measured or []) else
+                ("found capability on " + ", ".join(passing.get(who)) if passing.get(who) else "found no capability")
+                for who in CONTROL_WORDS}
+    return out
 
 
 def sanity_lines(models: list[dict[str, Any]]) -> list[str]:
@@ -165,11 +323,3 @@ def sanity_lines(models: list[dict[str, Any]]) -> list[str]:
     if checked and not lines:
         lines.append("Sanity check: the controls found no capability on any task (none passed the capability gate).")
     return lines
-
-
-def _m(name: str, loss: float, size: float) -> dict[str, Any]:
-    """A minimal model record (for the doctest)."""
-    circ = {"size": {"model": size, "random_init": 5.0, "shuffled_labels": 5.0}, "signal": {"model": True}}
-    return {"name": name, "constraints": [], "capability": {"val_loss": loss},
-            "sizes": {"component": {"key": "N_0.8", "unit": "edges"}},
-            "tasks": [{"name": t, "status": "ok", "circuits": {"component": circ}} for t in "abc"]}

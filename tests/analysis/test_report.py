@@ -140,16 +140,19 @@ def test_the_checker_catches_a_number_that_is_not_in_report_json(report):
     assert unexplained_numbers(f"validation loss {loss:.3f}", report) == []
 
 
-def test_the_verdict_states_the_cost_and_the_size_ratio_from_report_json(report):
+def test_the_verdict_states_the_cost_and_each_comparison_from_report_json(report):
     (row,) = report["verdict"]["rows"]
     assert row["loss_delta"] == pytest.approx(row["val_loss"] - row["base_val_loss"])
     text = " ".join(report["verdict"]["text"])
     assert f"{row['loss_delta']:+.3f} nats" in text
-    level = row["levels"]["component"]
-    if level["judgement"] != "no signal":
-        assert level["times_smaller"] == pytest.approx(level["base_size"] / level["size"])
-        shown = level["times_smaller"] if level["times_smaller"] >= 1 else level["times_larger"]
-        assert f"{shown:.2f}x" in text
+    (c,) = report["comparisons"]  # no checkpoint ladder: only the comparison at the same steps
+    assert c["matched"] == "steps" and c["reason"] in report["verdict"]["text"]
+    assert row["calls"] == {"component": {"steps": c["call"]}}
+    # Twenty steps teach no task: every task is left out, naming the models that failed the gate, and no call.
+    assert c["tasks"] == [] and c["ratio"] is None and c["call"] == "not distinguishable"
+    assert [d["task"] for d in c["dropped"]] == TASKS
+    assert all("dense failed the capability gate" in d["reason"] for d in c["dropped"])
+    assert report["bootstrap"]["n_boot"] == 1000 and report["controls_sanity"]["dense"]["component"]
 
 
 def test_user_strings_are_escaped_in_the_html(report_dir):

@@ -1,65 +1,10 @@
-"""Pieces of the report on hand-made records: the verdict's judgement against the controls, the Pareto frontier,
-and reading an analysis.json that holds both component- and node-level runs."""
+"""Pieces of the report on hand-made records: the Pareto frontier and reading an analysis.json that holds both
+component- and node-level runs (the verdict's rule: test_verdict.py)."""
 
 from __future__ import annotations
 
-import math
-
-import pytest
-
 from glassformer.analysis.report.collect import read_circuits
 from glassformer.analysis.report.compare import pareto_front, unique_names
-from glassformer.analysis.report.verdict import compare_sizes
-
-
-def record(sizes: list[float], random_init: float, shuffled: float, signal: bool = True) -> dict:
-    """A model record with one component-level circuit per task."""
-    tasks = [{"name": f"t{i}", "status": "ok", "circuits": {"component": {
-        "size": {"model": s, "random_init": random_init, "shuffled_labels": shuffled},
-        "signal": {"model": signal}}}} for i, s in enumerate(sizes)]
-    return {"name": "m", "sizes": {"component": {"key": "N_0.8", "unit": "edges"}}, "tasks": tasks}
-
-
-def test_a_ratio_beyond_every_control_is_real():
-    c = compare_sizes(record([10, 10, 10], 5, 5), record([40, 40, 40], 5, 5), "component")
-    assert c["times_smaller"] == pytest.approx(4.0) and c["judgement"] == "real"
-    assert c["controls"]["random_init"]["times_smaller"] == pytest.approx(1.0)
-
-
-def test_a_ratio_the_controls_also_show_is_not_real():
-    # The constraint shrinks random-init circuits 3x too: 4x on the task is within a factor 1.5 of that.
-    c = compare_sizes(record([10, 10, 10], 10, 5), record([40, 40, 40], 30, 5), "component")
-    assert c["controls"]["random_init"]["times_smaller"] == pytest.approx(3.0)
-    assert math.log(4) < math.log(3) + math.log(1.5)
-    assert c["judgement"] == "within the controls"
-
-
-def test_larger_circuits_are_judged_like_smaller_ones():
-    c = compare_sizes(record([40, 40, 40], 5, 5), record([10, 10, 10], 5, 5), "component")
-    assert c["times_larger"] == pytest.approx(4.0) and c["judgement"] == "real"
-
-
-def test_fewer_than_three_tasks_with_signal_give_no_call():
-    c = compare_sizes(record([10, 10], 5, 5), record([40, 40], 5, 5), "component")
-    assert c["judgement"] == "too few tasks" and c["times_smaller"] == pytest.approx(4.0)
-
-
-def test_controls_that_never_reach_the_target_are_told_apart_from_no_controls():
-    # None: measured, but no circuit of the control reached the target (node level's "-").
-    c = compare_sizes(record([10, 10, 10], None, None), record([40, 40, 40], None, None), "component")
-    assert c["controls"] == {} and c["judgement"] == "controls not at the target"
-    bare = record([10, 10, 10], 5, 5)
-    for t in bare["tasks"]:
-        t["circuits"]["component"]["size"] = {"model": 10}
-    base = record([40, 40, 40], 5, 5)
-    for t in base["tasks"]:
-        t["circuits"]["component"]["size"] = {"model": 40}
-    assert compare_sizes(bare, base, "component")["judgement"] == "no controls"
-
-
-def test_tasks_without_signal_are_left_out():
-    c = compare_sizes(record([10, 10, 10], 5, 5, signal=False), record([40, 40, 40], 5, 5), "component")
-    assert c["n_tasks"] == 0 and c["judgement"] == "no signal"
 
 
 def test_the_pareto_front_keeps_the_undominated_models():
