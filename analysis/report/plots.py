@@ -194,8 +194,14 @@ def frontier(report: dict[str, Any], level: str) -> str:
                 ax.annotate(f"step {p['step']}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                             color=colors[variant])
     unit, key = _unit_key(report, level)
+    from matplotlib.ticker import LogFormatter
+
     ax.set_yscale("log")
+    # Plain numbers (30, not 3x10^1); minor ticks labelled only when the axis spans under two decades.
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     ax.invert_xaxis()  # Gao et al. draw capability growing to the right
+    ax.margins(x=0.08)  # room for the step labels beside the last points
     ax.set_xlabel("validation loss (nats/token), decreasing to the right: more capable \u2192")
     ax.set_ylabel(f"geometric-mean {key} ({unit}, log scale;\nlower is more enumerable)")
     ax.set_title(f"capability-enumerability frontier, {level} level")

@@ -20,7 +20,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from glassformer.analysis.report import plots
@@ -313,12 +313,17 @@ VARIANT_KEYS = ["variant", "seeds", "models", "val_loss", "levels"]
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drop_c=st.sets(st.sampled_from(COMPARISON_KEYS)), drop_v=st.sets(st.sampled_from(VARIANT_KEYS)),
-       none_c=st.sets(st.sampled_from(COMPARISON_KEYS)), drop_s=st.booleans())
-def test_missing_fields_render_as_a_dash(report, drop_c, drop_v, none_c, drop_s):
-    """Any field of a comparison or variant absent or null (an old or one-seed report): no crash, every row as
-    wide as its header, and the cells of what is missing are "-"."""
+       none_c=st.sets(st.sampled_from(COMPARISON_KEYS)), drop_s=st.booleans(),
+       drop_p=st.sets(st.sampled_from(["model", "step", "val_loss"])))
+@example(drop_c=set(), drop_v=set(), none_c=set(), drop_s=False, drop_p={"step"})  # a final model: no step
+@example(drop_c=set(), drop_v={"seeds"}, none_c={"seed_spread"}, drop_s=True, drop_p={"val_loss"})
+def test_missing_fields_render_as_a_dash(report, drop_c, drop_v, none_c, drop_s, drop_p):
+    """Any field of a comparison, its baseline point or a variant absent or null (an old or one-seed report): no
+    crash, every row as wide as its header, and the cells of what is missing are "-"."""
     r = copy.deepcopy(report)
     for c in r["comparisons"]:
+        for k in drop_p:
+            c["baseline_point"].pop(k)
         for k in drop_c:
             c.pop(k, None)
         for k in none_c - drop_c:
@@ -337,6 +342,12 @@ def test_missing_fields_render_as_a_dash(report, drop_c, drop_v, none_c, drop_s)
         assert row[5] == "- [-, -]"
     if {"seed_spread"} & (drop_c | none_c):
         assert row[8] == "-"
+    if "baseline_point" in drop_c | none_c or len(drop_p) == 3:
+        assert row[3] == "-"
+    else:
+        assert row[3] == "{} ({}validation loss {})".format(
+            "-" if "model" in drop_p else "dense-seed0", "" if "step" in drop_p else "step 400, ",
+            "-" if "val_loss" in drop_p else "4.000")
     if "seeds" in drop_v:
         assert tables["variants"].rows[0][1] == "-"
     if drop_s:
