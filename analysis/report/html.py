@@ -81,10 +81,12 @@ def _circuits(report: dict[str, Any]) -> str:
 
 
 def _verdict(report: dict[str, Any], tables: dict[str, Any]) -> str:
-    """The verdict's reasoning (a paragraph per comparison), the comparisons table, then the detailed sentences."""
+    """The verdict's reasoning (a paragraph per comparison), the comparisons table, then the verdict's other
+    sentences (a reason the verdict text repeats is shown once, as its paragraph)."""
     reasons = "".join(f'<p class="reason"><strong>{esc(title)}.</strong> {esc(reason)}</p>'
                       for title, reason in verdict_paragraphs(report))
-    details = "".join(f"<li>{esc(line)}</li>" for line in report["verdict"]["text"])
+    shown = {reason for _, reason in verdict_paragraphs(report)}
+    details = "".join(f"<li>{esc(line)}</li>" for line in report["verdict"]["text"] if line not in shown)
     table = table_html(tables.get("comparisons"))
     if reasons or table:
         details = f"<h3>Details</h3><ul>{details}</ul>"

@@ -46,7 +46,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [f"### {comparisons.title}", "", md_table(comparisons), "", _text(comparisons.note), ""]
     if paragraphs or comparisons is not None:
         out += ["### Details", ""]
-    out += [f"- {_text(line)}" for line in report["verdict"]["text"]]
+    shown = {reason for _, reason in paragraphs}  # a reason the verdict text repeats is shown once
+    out += [f"- {_text(line)}" for line in report["verdict"]["text"] if line not in shown]
     sections = [tables["summary"], tables["variants"], *tables["tasks"], tables["task_info"], tables["stability"],
                 tables["controls_sanity"], tables["sparse"], tables["training"], tables["settings"]]
     for table in sections:
