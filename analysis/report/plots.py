@@ -173,7 +173,7 @@ def baseline_variant(report: dict[str, Any]) -> str | None:
 def frontier(report: dict[str, Any], level: str) -> str:
     """Gao et al.'s Figure-2 view: geometric-mean circuit size (log) against validation loss, lower loss to the
     right; one curve per variant through its points (the baseline's checkpoint ladder, the other variants'
-    seeds), the sizes' intervals as error bars, checkpoints labelled by step."""
+    seeds), the sizes' intervals as error bars, ladder checkpoints labelled by step."""
     fig = _figure(6.8, 4.6)
     ax = fig.subplots()
     colors = _variant_colors(report)
@@ -183,14 +183,16 @@ def frontier(report: dict[str, Any], level: str) -> str:
         if not pts:
             continue
         xs, ys = [p["val_loss"] for p in pts], [p["geomean"] for p in pts]
-        what = "checkpoints" if any(p.get("step") is not None for p in pts) else "seeds"
+        # A ladder: points at several steps; seeds of a variant share their step (or have none).
+        ladder = len({p.get("step") for p in pts if p.get("step") is not None}) > 1
+        what = "checkpoints" if ladder else "seeds"
         label = f"{variant} ({'baseline, ' if variant == base else ''}{what})"
         (line,) = ax.plot(xs, ys, marker="o", markersize=5, color=colors[variant], label=label, zorder=3)
         line.set_gid(gid("frontier", variant))
         error_bars(ax, [(x, y, p) for x, y, p in zip(xs, ys, pts, strict=True)], "y",
                    gid("frontier-err", variant), ecolor=colors[variant])
         for x, y, p in zip(xs, ys, pts, strict=True):
-            if p.get("step") is not None:
+            if ladder and p.get("step") is not None:
                 ax.annotate(f"step {p['step']}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
                             color=colors[variant])
     unit, key = _unit_key(report, level)

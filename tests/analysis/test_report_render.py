@@ -113,9 +113,9 @@ FRONTIER_DENSE = [  # the baseline's ladder; step 50 has no size (never drawn), 
     {"model": "dense-seed0/ladder/step-000300", "step": 300, "val_loss": 4.12, "geomean": 14.0, "lo": 11.0, "hi": 17.0},
     {"model": "dense-seed0", "step": 400, "val_loss": 4.0, "geomean": 12.0, "lo": 9.0, "hi": 16.0},
 ]
-FRONTIER_WS = [
-    {"model": "weight_sparse-seed0", "step": None, "val_loss": 4.1, "geomean": 6.0, "lo": 4.5, "hi": 8.0},
-    {"model": "weight_sparse-seed1", "step": None, "val_loss": 4.15, "geomean": 4.0, "lo": 3.0, "hi": 5.5},
+FRONTIER_WS = [  # seeds: one step shared (a ladder has several)
+    {"model": "weight_sparse-seed0", "step": 400, "val_loss": 4.1, "geomean": 6.0, "lo": 4.5, "hi": 8.0},
+    {"model": "weight_sparse-seed1", "step": 400, "val_loss": 4.15, "geomean": 4.0, "lo": 3.0, "hi": 5.5},
 ]
 
 
@@ -266,7 +266,11 @@ def group(root: ElementTree.Element, gid: str) -> list[ElementTree.Element]:
 
 
 def test_the_frontier_has_one_curve_per_variant_through_its_points(report):
-    root = svg_root(plots.frontier(report, "component"))
+    svg = plots.frontier(report, "component")
+    root = svg_root(svg)
+    # matplotlib writes each text as a comment beside its glyph paths: the legend and the ladder's step labels.
+    assert "<!-- dense (baseline, checkpoints) -->" in svg and "<!-- weight_sparse (seeds) -->" in svg
+    assert re.findall(r"<!-- step (\d+) -->", svg) == ["100", "200", "300", "400"]
     expected = {"dense": (4, 3), "weight_sparse": (2, 2)}  # (points with a size, points with an interval)
     for variant, (n_points, n_bars) in expected.items():
         (curve,) = group(root, f"frontier-{variant}")
