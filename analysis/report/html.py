@@ -100,8 +100,8 @@ def _frontier(report: dict[str, Any]) -> str:
     if not levels:
         return ""
     figures = "".join(image(plots.frontier(report, lv), f"capability-enumerability frontier, {lv} level",
-                            "Each curve a variant: the baseline through its training checkpoints, the others through "
-                            "their seeds. Error bars: the interval of the geometric-mean size. Lower loss is to the "
+                            "Each curve a variant through its points: a checkpoint ladder (labelled by step) where "
+                            "the report has one, else the variant's seeds. Error bars: the interval of the geometric-mean size. Lower loss is to the "
                             "right.") for lv in levels)
     return f'<section id="frontier"><h2>Frontier</h2><div class="plots">{figures}</div></section>'
 

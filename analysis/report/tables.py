@@ -31,10 +31,14 @@ class Table:
 
 
 def size(x: float | None) -> str:
-    """A circuit size: integers as integers, geometric means with one decimal."""
-    if x is None:
-        return "-"
-    return str(int(x)) if float(x).is_integer() else fmt(x, 1)
+    """A circuit size: one decimal, dropped when it is 0 (a bootstrap bound 7.999999999999998 is 8, like 8.0).
+
+    Example:
+        >>> size(12), size(7.999999999999998), size(9.8), size(None)
+        ('12', '8', '9.8', '-')
+    """
+    text = fmt(x, 1)
+    return text[:-2] if text.endswith(".0") else text
 
 
 def size_ci(x: float | None, interval: Any = None, mark: str = "") -> str:
@@ -268,11 +272,14 @@ def ratio_ci(x: Any, lo: Any, hi: Any) -> str:
     return f"{fmt(x, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
 
 
-def _point(p: dict[str, Any] | None) -> str:
+def _point(p: dict[str, Any] | None, models: list[str] | None = None) -> str:
+    """The baseline point; ``models``: every baseline model it stands for (one per seed, when the comparison
+    lists them), whose mean validation loss it carries."""
     if not p:
         return "-"
     step = f"step {p['step']}, " if p.get("step") is not None else ""
-    return f"{p.get('model', '-')} ({step}validation loss {fmt(p.get('val_loss'), 3)})"
+    names = ", ".join(models) if models and len(models) > 1 else p.get("model", "-")
+    return f"{names} ({step}validation loss {fmt(p.get('val_loss'), 3)})"
 
 
 def _ints(xs: Any) -> str:
@@ -286,7 +293,7 @@ def comparisons_table(report: dict[str, Any]) -> Table | None:
         tasks = c.get("tasks") or []
         spread = c.get("seed_spread")
         rows.append([str(c.get("variant", "-")), str(c.get("level", "-")), str(c.get("matched", "-")),
-                     _point(c.get("baseline_point")), signed(c.get("loss_gap"), 3),
+                     _point(c.get("baseline_point"), c.get("baseline_models")), signed(c.get("loss_gap"), 3),
                      ratio_ci(c.get("ratio"), c.get("lo"), c.get("hi")),
                      f"{len(tasks)}: {', '.join(tasks)}" if tasks else "-", _ints(c.get("seeds")),
                      f"[{fmt(spread[0], 2)}, {fmt(spread[1], 2)}]" if spread else "-", str(c.get("call", "-"))])

@@ -144,8 +144,9 @@ def add_new_fields(report: dict) -> dict:
          "levels": {"component": {"geomean": 4.9, "lo": 3.5, "hi": 6.5, "n_tasks": 3}}}]
     common = {"variant": "weight_sparse", "baseline": "dense", "level": "component", "tasks": TASKS, "seeds": [0, 1]}
     r["comparisons"] = [
-        {**common, "matched": "steps", "baseline_point": {"model": "dense-seed0", "step": 400, "val_loss": 4.0},
-         "loss_gap": 0.125, "ratio": 0.5, "lo": 0.4, "hi": 0.61, "seed_spread": [0.8, 1.25], "call": "smaller",
+        {**common, "matched": "steps", "baseline_point": {"model": "dense-seed0", "step": 400, "val_loss": 4.01},
+         "baseline_models": ["dense-seed0", "dense-seed1"],  # beyond section 3: both seeds, as branch uncert has it
+         "loss_gap": 0.115, "ratio": 0.5, "lo": 0.4, "hi": 0.61, "seed_spread": [0.8, 1.25], "call": "smaller",
          "reason": REASON_STEPS},
         {**common, "matched": "loss",
          "baseline_point": {"model": "dense-seed0/ladder/step-000300", "step": 300, "val_loss": 4.12},
@@ -218,8 +219,9 @@ def test_every_size_in_the_tables_carries_its_interval(md, page):
 def test_the_comparisons_table_shows_both_matchings(md, page):
     for rows in (md_rows(md, "Comparisons"), html_rows(page, "Comparisons")):
         steps, loss = rows
-        assert steps == ["weight_sparse", "component", "steps", "dense-seed0 (step 400, validation loss 4.000)",
-                         "+0.125", "0.50 [0.40, 0.61]", "3: t0, t1, t2", "0, 1", "[0.80, 1.25]", "smaller"]
+        assert steps == ["weight_sparse", "component", "steps",
+                         "dense-seed0, dense-seed1 (step 400, validation loss 4.010)", "+0.115",
+                         "0.50 [0.40, 0.61]", "3: t0, t1, t2", "0, 1", "[0.80, 1.25]", "smaller"]
         assert loss[2:6] == ["loss", "dense-seed0/ladder/step-000300 (step 300, validation loss 4.120)", "+0.005",
                              "0.62 [0.45, 0.90]"]
         assert loss[8:] == ["-", "not distinguishable"]  # one baseline seed: no seed-to-seed range
@@ -334,7 +336,7 @@ def test_user_strings_in_the_new_parts_are_escaped(report):
 
 
 COMPARISON_KEYS = ["variant", "baseline", "level", "matched", "baseline_point", "loss_gap", "ratio", "lo", "hi",
-                   "tasks", "seeds", "seed_spread", "call", "reason"]
+                   "tasks", "seeds", "seed_spread", "call", "reason", "baseline_models"]
 VARIANT_KEYS = ["variant", "seeds", "models", "val_loss", "levels"]
 
 
@@ -372,9 +374,10 @@ def test_missing_fields_render_as_a_dash(report, drop_c, drop_v, none_c, drop_s,
     if "baseline_point" in drop_c | none_c or len(drop_p) == 3:
         assert row[3] == "-"
     else:
+        names = ("dense-seed0, dense-seed1" if "baseline_models" not in drop_c | none_c
+                 else "-" if "model" in drop_p else "dense-seed0")
         assert row[3] == "{} ({}validation loss {})".format(
-            "-" if "model" in drop_p else "dense-seed0", "" if "step" in drop_p else "step 400, ",
-            "-" if "val_loss" in drop_p else "4.000")
+            names, "" if "step" in drop_p else "step 400, ", "-" if "val_loss" in drop_p else "4.010")
     if "seeds" in drop_v:
         assert tables["variants"].rows[0][1] == "-"
     if drop_s:
