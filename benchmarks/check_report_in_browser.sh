@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Load a glassformer report (index.html) in headless Chromium with the network off, fail on any console error,
-# check the page's structure and embedded plots, and save a screenshot to look at.
+# check the page's structure and embedded plots, and save a screenshot to look at. Where report.json lies beside
+# the page, the parts it holds must be drawn: each comparison's reasoning in the verdict, a frontier plot per
+# level with a curve per variant, error bars where there are intervals, the stability and sanity tables.
 #
 #   benchmarks/check_report_in_browser.sh runs/demo/report [/tmp/report.png]
 #
@@ -36,8 +38,41 @@ if grep -E "Uncaught|ERROR:CONSOLE|Refused to|net::ERR_" "$work/dom.log" "$work/
     status=1
 fi
 "$PYTHON" - "$work/dom.html" "$report" "$shot" <<'PY' || status=1
-import base64, re, sys
+import base64, html, json, os, re, sys
 from xml.etree import ElementTree
+
+need_error_bars, need_frontier = False, {}
+
+
+def expected_parts(text, path):
+    """What the page must show of report.json's comparisons, frontier, intervals, stability and sanity."""
+    global need_error_bars
+    if not os.path.isfile(path):
+        return []
+    data = json.load(open(path, encoding="utf-8"))
+    out = []
+    start = text.find('id="verdict"')
+    verdict = html.unescape(re.sub(r"<[^>]+>", " ", text[start:text.find("</section>", start)]))
+    verdict = " ".join(verdict.split())
+    for c in data.get("comparisons") or []:
+        reason = " ".join(str(c.get("reason") or "").split())
+        if reason and reason not in verdict.split("Details")[0]:
+            out.append(f"the reasoning of {c.get('variant')} ({c.get('matched')}) is not in the verdict")
+    for level, variants in (data.get("frontier") or {}).items():
+        drawn = [v for v, pts in (variants or {}).items()
+                 if any(p.get("geomean") and p.get("val_loss") is not None for p in pts or [])]
+        if drawn:
+            need_frontier[level] = drawn
+    if need_frontier and 'id="frontier"' not in text:
+        out.append("section #frontier is missing although report.json has a frontier")
+    if (data.get("stability") or data.get("controls_sanity")) and 'id="checks"' not in text:
+        out.append("section #checks is missing although report.json has stability or controls_sanity")
+    for m in data.get("models", []):
+        sizes = [s.get("interval") for s in (m.get("sizes") or {}).values()]
+        sizes += [c.get("interval") for t in m.get("tasks", []) for c in (t.get("circuits") or {}).values()]
+        need_error_bars |= any(s for s in sizes)
+    return out
+
 
 dom, report, shot = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(dom, encoding="utf-8").read()
@@ -45,6 +80,7 @@ problems = []
 for section in ("verdict", "tradeoff", "tasks", "faithfulness", "training", "settings"):
     if f'id="{section}"' not in text:
         problems.append(f"section #{section} is missing from the rendered page")
+problems += expected_parts(text, os.path.join(os.path.dirname(report), "report.json"))
 if "<script" in text.lower():
     problems.append("the rendered page holds a <script> element")
 images = re.findall(r'<img class="plot" alt="([^"]*)" src="data:image/svg\+xml;base64,([^"]+)"', text)
@@ -57,6 +93,17 @@ for alt, data in images:
             problems.append(f"plot {alt!r} is an empty SVG")
     except Exception as e:  # any decoding or XML error means the browser draws a broken image
         problems.append(f"plot {alt!r} is not a valid SVG: {e}")
+svgs = {alt: base64.b64decode(data).decode("utf-8", "replace") for alt, data in images}
+if need_error_bars and not any("-err-" in svg for svg in svgs.values()):
+    problems.append("report.json has intervals but no plot draws an error bar")
+for level, variants in need_frontier.items():
+    svg = svgs.get(f"capability-enumerability frontier, {level} level")
+    if svg is None:
+        problems.append(f"the frontier plot of the {level} level is missing")
+        continue
+    for variant in variants:
+        if f'id="frontier-{re.sub(r"[^A-Za-z0-9_.-]", "_", variant)}"' not in svg:
+            problems.append(f"the {level} frontier plot has no curve for {variant}")
 if re.search(r'(src|href)="(https?:)?//', text):
     problems.append("the page refers to the network")
 png = open(shot, "rb").read()

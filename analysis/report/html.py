@@ -15,7 +15,7 @@ import html
 from typing import Any
 
 from glassformer.analysis.report import plots
-from glassformer.analysis.report.tables import Table, all_tables
+from glassformer.analysis.report.tables import Table, all_tables, verdict_paragraphs
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1300px;
@@ -26,7 +26,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: left; vertical-align: top; }
 th { background: #f0f3f7; } tr:nth-child(even) td { background: #fafafa; }
 .note { color: #555; font-size: 0.85em; max-width: 60em; }
-.verdict li { margin-bottom: 0.5em; } .plots { display: flex; flex-wrap: wrap; gap: 1em; }
+.verdict li { margin-bottom: 0.5em; } .verdict p.reason { max-width: 60em; } .plots { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0.5em 0; } figcaption { font-size: 0.8em; color: #555; max-width: 40em; }
 img.plot { max-width: 100%; height: auto; border: 1px solid #eee; }
 nav a { margin-right: 1em; }
@@ -80,18 +80,60 @@ def _circuits(report: dict[str, Any]) -> str:
             f'<div class="plots">{"".join(parts)}</div></section>')
 
 
+def _verdict(report: dict[str, Any], tables: dict[str, Any]) -> str:
+    """The verdict's reasoning (a paragraph per comparison), the comparisons table, then the verdict's other
+    sentences (a reason the verdict text repeats is shown once, as its paragraph)."""
+    reasons = "".join(f'<p class="reason"><strong>{esc(title)}.</strong> {esc(reason)}</p>'
+                      for title, reason in verdict_paragraphs(report))
+    shown = {reason for _, reason in verdict_paragraphs(report)}
+    details = "".join(f"<li>{esc(line)}</li>" for line in report["verdict"]["text"] if line not in shown)
+    table = table_html(tables.get("comparisons"))
+    if reasons or table:
+        details = f"<h3>Details</h3><ul>{details}</ul>"
+    else:
+        details = f"<ul>{details}</ul>"
+    return f'<section id="verdict" class="verdict"><h2>Verdict</h2>{reasons}{table}{details}</section>'
+
+
+def _frontier(report: dict[str, Any]) -> str:
+    levels = plots.frontier_levels(report)
+    if not levels:
+        return ""
+    figures = "".join(image(plots.frontier(report, lv), f"capability-enumerability frontier, {lv} level",
+                            "Each curve a variant through its points: a checkpoint ladder (labelled by step) where "
+                            "the report has one, else the variant's seeds. Error bars: the interval of the geometric-mean size. Lower loss is to the "
+                            "right.") for lv in levels)
+    return f'<section id="frontier"><h2>Frontier</h2><div class="plots">{figures}</div></section>'
+
+
+def _checks(tables: dict[str, Any]) -> str:
+    parts = table_html(tables.get("stability")) + table_html(tables.get("controls_sanity"))
+    return f'<section id="checks"><h2>Stability and sanity checks</h2>{parts}</section>' if parts else ""
+
+
+def _nav(report: dict[str, Any], tables: dict[str, Any]) -> str:
+    links = [("verdict", "verdict"), ("tradeoff", "trade-off")]
+    links += [("frontier", "frontier")] if plots.frontier_levels(report) else []
+    links += [("tasks", "tasks"), ("faithfulness", "faithfulness"), ("circuits", "circuits")]
+    links += [("checks", "checks")] if tables.get("stability") or tables.get("controls_sanity") else []
+    links += [("sparse", "sparse layers")] if tables.get("sparse") else []
+    links += [("training", "training"), ("settings", "settings")]
+    return "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole index.html."""
     tables = all_tables(report)
     levels = report["levels"]
-    verdict = "".join(f"<li>{esc(line)}</li>" for line in report["verdict"]["text"])
+    bars = "; horizontal bars: the size's interval" if report.get("bootstrap") else ""
     scatter = "".join(image(plots.capability_scatter(report, lv), f"capability against enumerability, {lv} level",
                             "Each point a model; the dashed line joins the Pareto frontier (no model is both more "
-                            "capable and more enumerable than one on it). Sizes: the analysis's geometric mean over "
-                            "every analysed task, with signal or not; the verdict compares only tasks with signal "
-                            "in both models.") for lv in levels)
+                            "capable and more enumerable than one on it)" + bars + ". Sizes: the analysis's geometric "
+                            "mean over every analysed task, with signal or not; the verdict compares only tasks with "
+                            "signal in both models.") for lv in levels)
     tasks = "".join(table_html(t) + image(plots.circuit_sizes(report, lv), f"circuit size per task, {lv} level",
-                                          "Bars: the model; markers: its controls.")
+                                          "Bars: the model" + (", with its interval" if bars else "")
+                                          + "; markers: its controls.")
                     for t, lv in zip(tables["tasks"], levels, strict=True))
     curves = "".join(image(plots.faithfulness_curves(report, lv), f"faithfulness curves, {lv} level",
                            "Normalised faithfulness of the circuit made of the first edges of each ranking; "
@@ -103,17 +145,16 @@ def render_html(report: dict[str, Any]) -> str:
         f'<p class="meta">Built {esc(report["created"])} by <code>{esc(" ".join(report["command"]))}</code> '
         f'({esc(versions)}). Every number on this page is in report.json beside it (schema: '
         f'glassformer/analysis/report/schema.json).</p>',
-        '<nav><a href="#verdict">verdict</a><a href="#tradeoff">trade-off</a><a href="#tasks">tasks</a>'
-        '<a href="#faithfulness">faithfulness</a><a href="#circuits">circuits</a>'
-        + ('<a href="#sparse">sparse layers</a>' if sparse else "")
-        + '<a href="#training">training</a><a href="#settings">settings</a></nav>',
-        f'<section id="verdict" class="verdict"><h2>Verdict</h2><ul>{verdict}</ul></section>',
+        _nav(report, tables),
+        _verdict(report, tables),
         f'<section id="tradeoff"><h2>Capability against enumerability</h2><div class="plots">{scatter}</div>'
-        f'{table_html(tables["summary"])}</section>',
+        f'{table_html(tables["summary"])}{table_html(tables["variants"])}</section>',
+        _frontier(report),
         f'<section id="tasks"><h2>Circuit size per task, with controls</h2>{tasks}'
         f'{table_html(tables["task_info"])}</section>',
         f'<section id="faithfulness"><h2>Faithfulness curves</h2>{curves or "<p>none measured</p>"}</section>',
         _circuits(report),
+        _checks(tables),
         f'<section id="sparse"><h2>Sparse layers</h2>{table_html(sparse)}</section>' if sparse else "",
         f'<section id="training"><h2>Training</h2>'
         f'{image(plots.training_curves(report), "training curves")}{table_html(tables["training"])}</section>',

@@ -1,4 +1,5 @@
-"""report.md: the verdict and the tables of the report, in Markdown (the plots are in index.html).
+"""report.md: the verdict (its reasoning, a paragraph per comparison, then the details) and the tables of the
+report, in Markdown (the plots are in index.html).
 
 Example:
     >>> print(md_table(Table("T", ["a", "b"], [["1", "x|y"]])))
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glassformer.analysis.report.tables import Table, all_tables
+from glassformer.analysis.report.tables import Table, all_tables, verdict_paragraphs
 
 
 def _text(text: str) -> str:
@@ -38,9 +39,17 @@ def render_markdown(report: dict[str, Any]) -> str:
            f"Built {report['created']} by `{_text(' '.join(report['command']))}` "
            f"({', '.join(f'{k} {v}' for k, v in report['versions'].items())}). "
            "Plots: index.html beside this file; every number: report.json.", "", "## Verdict", ""]
-    out += [f"- {_text(line)}" for line in report["verdict"]["text"]]
-    sections = [tables["summary"], *tables["tasks"], tables["task_info"], tables["sparse"], tables["training"],
-                tables["settings"]]
+    paragraphs, comparisons = verdict_paragraphs(report), tables["comparisons"]
+    for title, reason in paragraphs:  # a blank line would end the paragraph: one line each
+        out += [f"**{_text(title)}.** {_text(reason)}".replace("\n", " "), ""]
+    if comparisons is not None:
+        out += [f"### {comparisons.title}", "", md_table(comparisons), "", _text(comparisons.note), ""]
+    if paragraphs or comparisons is not None:
+        out += ["### Details", ""]
+    shown = {reason for _, reason in paragraphs}  # a reason the verdict text repeats is shown once
+    out += [f"- {_text(line)}" for line in report["verdict"]["text"] if line not in shown]
+    sections = [tables["summary"], tables["variants"], *tables["tasks"], tables["task_info"], tables["stability"],
+                tables["controls_sanity"], tables["sparse"], tables["training"], tables["settings"]]
     for table in sections:
         if table is None:
             continue

@@ -1,7 +1,9 @@
 """The report's plots, drawn by matplotlib from report.json's numbers and returned as SVG text.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot, so no global figure state and no display) and
-saved with text as paths and a fixed hash salt, so the same report draws the same bytes.
+saved with text as paths and a fixed hash salt, so the same report draws the same bytes. Artists that tests and
+the browser check look for carry a ``gid`` (the SVG group's id): ``frontier-<variant>`` (a variant's curve),
+``frontier-err-<variant>``, ``scatter-err-<model>`` and ``sizes-err-<model>`` (their error bars).
 
 Example:
     >>> svg = capability_scatter(report, "component")  # doctest: +SKIP
@@ -43,8 +45,56 @@ def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
+def gid(kind: str, name: str) -> str:
+    """An SVG id for an artist: ``kind-name`` with characters outside [A-Za-z0-9_.-] replaced by ``_``.
+
+    Example:
+        >>> gid("frontier", "weight sparse<1>")
+        'frontier-weight_sparse_1_'
+    """
+    return f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+
+
+def bounds(interval: Any) -> tuple[float | None, float | None]:
+    """(lo, hi) of an interval given as ``[lo, hi]`` or ``{"lo", "hi"}``; (None, None) when there is none.
+
+    Example:
+        >>> bounds([3, 9]), bounds({"geomean": 5, "lo": 3, "hi": 9}), bounds(None)
+        ((3, 9), (3, 9), (None, None))
+    """
+    if isinstance(interval, dict):
+        return interval.get("lo"), interval.get("hi")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        return interval[0], interval[1]
+    return None, None
+
+
+def error_bars(ax: Any, points: list[tuple[float, float, Any]], axis: str, name: str, **style: Any) -> int:
+    """Draw an error bar along ``axis`` ("x" or "y") at each (x, y, interval) that has both bounds; returns how
+    many were drawn. The bars form one artist with the SVG id ``name``."""
+    xs, ys, lows, highs = [], [], [], []
+    for x, y, interval in points:
+        lo, hi = bounds(interval)
+        if lo is None or hi is None:
+            continue
+        centre = x if axis == "x" else y
+        xs.append(x)
+        ys.append(y)
+        # A bootstrap interval need not contain the point estimate (a skewed resampling): clip, never flip.
+        lows.append(max(0.0, centre - lo))
+        highs.append(max(0.0, hi - centre))
+    if not xs:
+        return 0
+    err = {f"{axis}err": [lows, highs]}
+    bars = ax.errorbar(xs, ys, fmt="none", capsize=3, elinewidth=1, zorder=2.5, **err, **style)
+    for collection in bars.lines[2]:
+        collection.set_gid(name)
+    return len(xs)
+
+
 def capability_scatter(report: dict[str, Any], level: str) -> str:
-    """Validation loss against the geometric-mean circuit size at the target, with the Pareto frontier."""
+    """Validation loss against the geometric-mean circuit size at the target, with the Pareto frontier and the
+    size's interval as a horizontal error bar where report.json has one."""
     fig = _figure(6.4, 4.2)
     ax = fig.subplots()
     points = {}
@@ -55,6 +105,8 @@ def capability_scatter(report: dict[str, Any], level: str) -> str:
             continue
         points[m["name"]] = (x, y)
         ax.scatter([x], [y], s=60, color=color(i), zorder=3, label=m["name"])
+        error_bars(ax, [(x, y, (m["sizes"].get(level) or {}).get("interval"))], "x", gid("scatter-err", m["name"]),
+                   ecolor=color(i))
         ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
     front = [points[n] for n in report["pareto"].get(level, []) if n in points]
     if len(front) > 1:
@@ -74,6 +126,89 @@ def capability_scatter(report: dict[str, Any], level: str) -> str:
     ax.set_title(f"capability against enumerability, {level} level")
     ax.grid(True, alpha=0.3)
     if points:
+        ax.legend(fontsize=8, loc="best")
+    return to_svg(fig)
+
+
+def frontier_levels(report: dict[str, Any]) -> list[str]:
+    """The levels of report.json's ``frontier`` that have a point to draw, in the report's level order.
+
+    Example:
+        >>> frontier_levels({"levels": ["component"], "frontier": {"component": {"dense": []}}})
+        []
+    """
+    fr = report.get("frontier") or {}
+    order = [lv for lv in report.get("levels", []) if lv in fr] + sorted(set(fr) - set(report.get("levels", [])))
+    return [lv for lv in order if any(frontier_points(pts) for pts in (fr[lv] or {}).values())]
+
+
+def frontier_points(points: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The points that can be drawn (a validation loss and a positive size), highest loss first (the x order).
+
+    Example:
+        >>> [p["model"] for p in frontier_points([{"model": "a", "val_loss": 3.0, "geomean": 9},
+        ...     {"model": "b", "val_loss": 4.0, "geomean": 20}, {"model": "c", "val_loss": 3.5, "geomean": None}])]
+        ['b', 'a']
+    """
+    ok = [p for p in points or [] if p.get("val_loss") is not None and (p.get("geomean") or 0) > 0]
+    return sorted(ok, key=lambda p: -p["val_loss"])
+
+
+def _variant_colors(report: dict[str, Any]) -> dict[str, str]:
+    names = [v["variant"] for v in report.get("variants") or [] if "variant" in v]
+    for per_level in (report.get("frontier") or {}).values():
+        names += [n for n in per_level or {} if n not in names]
+    return {n: color(i) for i, n in enumerate(names)}
+
+
+def baseline_variant(report: dict[str, Any]) -> str | None:
+    """The variant the comparisons measure against (the baseline model's variant when there is none)."""
+    for c in report.get("comparisons") or []:
+        if c.get("baseline"):
+            return str(c["baseline"])
+    base = next((m for m in report.get("models", []) if m.get("name") == report.get("baseline")), None)
+    return (base or {}).get("variant")
+
+
+def frontier(report: dict[str, Any], level: str) -> str:
+    """Gao et al.'s Figure-2 view: geometric-mean circuit size (log) against validation loss, lower loss to the
+    right; one curve per variant through its points (the baseline's checkpoint ladder, the other variants'
+    seeds), the sizes' intervals as error bars, ladder checkpoints labelled by step."""
+    fig = _figure(6.8, 4.6)
+    ax = fig.subplots()
+    colors = _variant_colors(report)
+    base = baseline_variant(report)
+    for variant, raw in ((report.get("frontier") or {}).get(level) or {}).items():
+        pts = frontier_points(raw)
+        if not pts:
+            continue
+        xs, ys = [p["val_loss"] for p in pts], [p["geomean"] for p in pts]
+        # A ladder: points at several steps; seeds of a variant share their step (or have none).
+        ladder = len({p.get("step") for p in pts if p.get("step") is not None}) > 1
+        what = "checkpoints" if ladder else "seeds"
+        label = f"{variant} ({'baseline, ' if variant == base else ''}{what})"
+        (line,) = ax.plot(xs, ys, marker="o", markersize=5, color=colors[variant], label=label, zorder=3)
+        line.set_gid(gid("frontier", variant))
+        error_bars(ax, [(x, y, p) for x, y, p in zip(xs, ys, pts, strict=True)], "y",
+                   gid("frontier-err", variant), ecolor=colors[variant])
+        for x, y, p in zip(xs, ys, pts, strict=True):
+            if ladder and p.get("step") is not None:
+                ax.annotate(f"step {p['step']}", (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7,
+                            color=colors[variant])
+    unit, key = _unit_key(report, level)
+    from matplotlib.ticker import LogFormatter
+
+    ax.set_yscale("log")
+    # Plain numbers (30, not 3x10^1); minor ticks labelled only when the axis spans under two decades.
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    ax.invert_xaxis()  # Gao et al. draw capability growing to the right
+    ax.margins(x=0.08)  # room for the step labels beside the last points
+    ax.set_xlabel("validation loss (nats/token), decreasing to the right: more capable \u2192")
+    ax.set_ylabel(f"geometric-mean {key} ({unit}, log scale;\nlower is more enumerable)")
+    ax.set_title(f"capability-enumerability frontier, {level} level")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
     return to_svg(fig)
 
@@ -102,13 +237,15 @@ def _task(m: dict[str, Any], name: str, level: str) -> dict[str, Any] | None:
 
 
 def circuit_sizes(report: dict[str, Any], level: str) -> str:
-    """Per task, each model's circuit size as a bar, its controls as markers beside it."""
+    """Per task, each model's circuit size as a bar (with its interval as an error bar where report.json has
+    one), its controls as markers beside it."""
     names = task_names(report, level)
     models = report["models"]
     fig = _figure(min(14.0, max(6.4, 0.3 * len(names) * max(1, len(models)) + 2)), 4.4)
     ax = fig.subplots()
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
+        intervals = []
         for j, name in enumerate(names):
             c = _task(m, name, level)
             if c is None:
@@ -118,11 +255,13 @@ def circuit_sizes(report: dict[str, Any], level: str) -> str:
             if size is not None:
                 ax.bar([x], [size], width=width * 0.9, color=color(i), alpha=1.0 if c["signal"].get("model") else
                        0.35, label=m["name"] if j == 0 else None)
+                intervals.append((x, size, c.get("interval")))
             for who, (marker, label) in CONTROL_MARKERS.items():
                 v = c["size"].get(who)
                 if v is not None:
                     ax.scatter([x], [v], marker=marker, color="black", s=22, zorder=3,
                                label=label if (i == 0 and j == 0) else None)
+        error_bars(ax, intervals, "y", gid("sizes-err", m["name"]), ecolor="#333")
     unit, key = _unit_key(report, level)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
