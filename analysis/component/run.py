@@ -33,7 +33,7 @@ from glassformer.analysis.component.attribution import (
     method_steps,
     resolve_method,
 )
-from glassformer.analysis.component.circuits import rank
+from glassformer.analysis.component.circuits import circuit_mask, rank
 from glassformer.analysis.component.faithfulness import (
     GRID_PERCENT,
     THRESHOLDS,
@@ -152,10 +152,9 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
         c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
                                 for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
                           for who, ev in evaluations.items()}
-        n08 = (c[SIZE_KEYS[0]]["model"] or {}).get("edges")
-        if n08 is not None:
-            mask = torch.zeros(graph.n_edges, dtype=torch.bool)
-            mask[evaluations["model"]["rankings"][selection][:n08]] = True
+        k08 = (c[SIZE_KEYS[0]]["model"] or {}).get("k")
+        if k08 is not None:
+            mask = graph.prune(circuit_mask(evaluations["model"]["rankings"][selection], k08))
             c["circuit_nodes"] = sorted(graph.edge_nodes(mask))
         circuits.append(c)
     entry["circuits"] = circuits
