@@ -149,6 +149,8 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
         c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
         c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
                          for who, ev in evaluations.items()}
+        if "model" in evaluations:  # per-pair records for bootstrap intervals (INTERFACES.md section 1)
+            c["pairs"] = {"model": evaluations["model"]["results"][selection]["pairs"]}
         c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
                                 for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
                           for who, ev in evaluations.items()}
