@@ -183,3 +183,23 @@ def test_the_per_pair_record_reproduces_the_sizes_and_the_curve(result):
             for point in c["faithfulness_curve"]["model"]:
                 same = [v for e, v in zip(rec["edges"], f, strict=True) if e == point["edges"]]
                 assert any(v == pytest.approx(point["f"], rel=1e-9, abs=1e-12) for v in same), point
+
+
+def test_each_circuit_records_its_checks_and_its_sizes_under_both_ablations(result):
+    _, out = result
+    config = out["results"][out["latest"]]["config"]
+    assert config["second_ablation"] == "corrupt" and config["n_subsets"] == 20
+    for task in out["tasks"].values():
+        assert task["attribution"]["second_ablation"]["ablation"] == "corrupt"
+        for c in task["circuits"]:
+            n08 = c["N_0.8"]["model"]
+            checks = c["faithfulness_checks"]
+            assert checks["edges"] == n08["edges"] == len(checks["minimality"]["drops"])
+            assert len(checks["completeness"]["random"]["subsets"]) == 20
+            assert len(checks["completeness"]["greedy"]["steps"]) == min(n08["edges"], 5)
+            assert set(c["by_ablation"]) == {"mean", "corrupt"}
+            assert c["by_ablation"]["mean"] == {"N_0.8": n08, "N_0.9": c["N_0.9"]["model"]}
+            second = c["by_ablation"]["corrupt"]
+            assert {"N_0.8", "N_0.9", "curve", "completeness", "signal"} <= set(second)
+            assert second["curve"][-1]["f"] == 1.0 and second["N_0.8"]["edges"] <= 46
+            assert len(second["completeness"]["greedy"]["steps"]) == min(second["N_0.8"]["edges"], 5)
