@@ -95,7 +95,7 @@ def completeness(fa: Any, circuit: Tensor, names: list[str], n_subsets: int = DE
     knock = torch.zeros(n_subsets, circuit.numel(), dtype=torch.bool)
     for i in range(n_subsets):
         knock[i, members[torch.rand(len(members), generator=gen) < 0.5]] = True
-    f = fa.f(torch.cat([without(circuit, knock), without(full, knock)])).tolist()
+    f = fa.f(torch.cat([without(circuit, knock), without(full, knock)])).tolist() if n_subsets else []
     subsets = [{"size": int(knock[i].sum()), "f_circuit": f[i], "f_model": f[n_subsets + i],
                 "incompleteness": abs(f[i] - f[n_subsets + i])} for i in range(n_subsets)]
     values = [s["incompleteness"] for s in subsets]

@@ -119,3 +119,19 @@ def test_the_checks_record_both_and_are_seeded(planted):
     assert a == b and a["edges"] == 4
     assert a["minimality"] == minimality(fa, circuit, graph.edge_names())
     assert a["completeness"] == completeness(fa, circuit, graph.edge_names(), n_subsets=5, seed=1)
+
+
+def test_without_random_knockouts_only_the_greedy_set_is_searched(planted):
+    graph, fa, _ = planted
+    out = completeness(fa, mask_of(graph, NEEDED - {MISSING}), graph.edge_names(), n_subsets=0)
+    assert out["random"]["subsets"] == [] and out["random"]["mean"] is None and out["random"]["max"] is None
+    assert len(out["greedy"]["steps"]) == 4
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "20"])
+def test_the_number_of_random_knockouts_is_a_checked_setting(bad):
+    from glassformer.analysis import AnalysisConfig
+
+    assert AnalysisConfig().n_subsets == 20 and AnalysisConfig(n_subsets=0).n_subsets == 0
+    with pytest.raises(ValueError, match=r"n_subsets=.* is not allowed: expected an integer >= 0"):
+        AnalysisConfig(n_subsets=bad)
