@@ -39,7 +39,7 @@ def test_geometric_mean_ignores_missing_values():
 
 
 class StubGraph:
-    """Ten edges, nothing pruned: the N_p search seen apart from pruning (test_prune.py covers that)."""
+    """Ten edges, nothing pruned: the N_p search seen apart from pruning (test_dangling_edges.py covers that)."""
 
     n_edges = 10
 
