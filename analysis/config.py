@@ -25,6 +25,7 @@ from glassformer.analysis.common import check_choice
 from glassformer.analysis.component.ablation import ABLATIONS
 from glassformer.analysis.component.acdc import DEFAULT_ACDC_THRESHOLD, check_threshold
 from glassformer.analysis.component.attribution import AUTO, DEFAULT_IG_STEPS, EXACT_MAX_EDGES, METHODS
+from glassformer.analysis.component.checks import DEFAULT_SUBSETS
 from glassformer.analysis.component.circuits import SELECTIONS
 from glassformer.analysis.node.circuits import NODE_METHODS
 from glassformer.analysis.node.graph import NODE_ABLATIONS
@@ -65,6 +66,13 @@ class AnalysisConfig:
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
     or zero. Mean ablation needs corpus windows; without them zero is used (with a warning and a note)."""
+    second_ablation: str | None = "auto"
+    """component: a second ablation beside ``ablation`` (one of mean, position-mean, zero, corrupt, and not
+    ``ablation`` itself): the model alone is scored, ranked and sized again under it, and each circuit entry records
+    both (``by_ablation``), so a size can be seen to depend on the ablation or not. The default, auto, becomes
+    corrupt (each writer patched from the paired corrupted prompt), or mean when ``ablation`` is corrupt. None: off.
+    Mean and position-mean need corpus windows; without them the second ablation is skipped with the reason
+    recorded."""
     n_pairs: int = 64
     """Minimal pairs per task."""
     seed: int = 0
@@ -94,6 +102,10 @@ class AnalysisConfig:
     artefact_margin: float = DEFAULT_ARTEFACT_MARGIN
     """node: a circuit whose held-out task loss is more than this (nats) below the full model's is flagged as an
     artefact and left out of the size averages."""
+    n_subsets: int = DEFAULT_SUBSETS
+    """component: random knockout sets K per circuit in the completeness check of the model's N_0.8 circuits
+    (``|f(C \\ K) - f(M \\ K)|``, Wang et al. 2022; each member of C in K with probability 1/2, seeded by
+    ``seed``). 0 leaves only the greedy knockout set."""
     holdout: float = 0.5
     """Fraction of pairs held out to measure circuits on; the rest rank edges (component) or train masks and
     attribution (node), so no circuit is scored on the pairs that chose it. 0 ranks and measures on the same pairs.
@@ -119,6 +131,14 @@ class AnalysisConfig:
         where = f" (at level={self.level!r})"
         check_choice("method", self.method, METHODS_BY_LEVEL[self.level], where)
         check_choice("ablation", self.ablation, ABLATIONS_BY_LEVEL[self.level], where)
+        if self.second_ablation == "auto":
+            self.second_ablation = "mean" if self.ablation == "corrupt" else "corrupt"
+        if self.second_ablation is not None:
+            check_choice("second_ablation", self.second_ablation, ABLATIONS, " (auto, or None to switch it off)")
+            if self.second_ablation == self.ablation:
+                raise ValueError(f"second_ablation={self.second_ablation!r} is not allowed with "
+                                 f"ablation={self.ablation!r}: the second ablation must differ from the first; "
+                                 f"expected one of {', '.join(a for a in ABLATIONS if a != self.ablation)} or None")
         if isinstance(self.tasks, str):
             self.tasks = [self.tasks]
         if self.tasks is not None:
@@ -137,6 +157,9 @@ class AnalysisConfig:
                                                                        else ())):
             _positive_int(name, getattr(self, name))
         check_threshold(self.acdc_threshold)
+        if not isinstance(self.n_subsets, int) or isinstance(self.n_subsets, bool) or self.n_subsets < 0:
+            raise ValueError(f"n_subsets={self.n_subsets!r} is not allowed: expected an integer >= 0 (random "
+                             "knockout sets per circuit in the completeness check)")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed={self.seed!r} is not allowed: expected an integer")
         t = self.target_loss
@@ -167,7 +190,8 @@ class AnalysisConfig:
 
     def replace(self, **changes: Any) -> AnalysisConfig:
         """A copy with ``changes`` applied and validated again (a method, and integration steps, left unset follow
-        the new level).
+        the new level; an ablation changed onto the second ablation, as the fallback to zero does, switches the
+        second off).
 
         Example:
             >>> AnalysisConfig().replace(level="node").method
@@ -175,6 +199,9 @@ class AnalysisConfig:
         """
         if "level" in changes and "method" not in changes:
             changes["method"] = None
+        if changes.get("ablation") == self.second_ablation and "second_ablation" not in changes:
+            # A fallback onto the second ablation (mean to zero without corpus windows) leaves one ablation.
+            changes["second_ablation"] = None
         if changes.get("level", self.level) != self.level and "ig_steps" not in changes:
             changes["ig_steps"] = None
         return replace(self, **changes)

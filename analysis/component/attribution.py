@@ -302,8 +302,9 @@ def completeness(att: Attribution, fa: Any) -> dict[str, Any]:
     """The run's completeness identity checked against a measured forward (``fa`` a
     :class:`~glassformer.analysis.component.faithfulness.Faithfulness` of the same batch): ``attributed`` (the sum
     of the effects the identity covers), ``measured`` (the metric drop it should equal), ``relative_error``
-    (``|attributed - measured| / |measured|``) and ``identity`` (which sum, in words). Exact patching has no
-    identity (each edge is removed alone, so effects need not add up): all three numbers are None.
+    (``|attributed - measured| / |measured|``) and ``identity`` (which sum, in words). Exact patching and ACDC have
+    no identity (exact removes each edge alone, so effects need not add up; ACDC's effects are KL increases, not
+    logit differences): all three numbers are None.
 
     Example:
         >>> completeness(eap_ig_act(model, graph, batch, "mean", means), fa)["relative_error"] < 0.05  # doctest: +SKIP

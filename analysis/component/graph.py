@@ -122,6 +122,12 @@ class ComponentGraph:
         reader_idx = [r for r, n in enumerate(upstream) for _ in range(n)]
         self.edge_writer = torch.tensor(writer_idx, dtype=torch.long)  # (n_edges,)
         self.edge_reader = torch.tensor(reader_idx, dtype=torch.long)  # (n_edges,)
+        writer_of = {w.name: i for i, w in enumerate(self.writers)}
+        # The node each reader belongs to, as a writer index (the logits: len(writers)), for pruning.
+        self._reader_node = torch.tensor([writer_of.get(r.node.name, len(self.writers)) for r in self.readers])
+        edge_node = self._reader_node[self.edge_reader]
+        self._edges_into = [(edge_node == w).nonzero().flatten() for w in range(len(self.writers))]
+        self._edges_out = [(self.edge_writer == w).nonzero().flatten() for w in range(len(self.writers))]
 
     @classmethod
     def from_config(cls, cfg: Any) -> ComponentGraph:
@@ -201,6 +207,42 @@ class ComponentGraph:
         out = torch.ones(shape, dtype=torch.float32, device=keep.device)
         out[..., self.edge_writer, self.edge_reader] = keep.to(torch.float32)
         return out
+
+    def prune(self, mask: Tensor) -> Tensor:
+        """Drop the dangling edges of boolean circuits ``mask`` (..., n_edges): an edge ``u -> v`` survives when
+        ``u`` is reached from the input through kept edges (the input counts as reached) and ``v``'s node reaches
+        the logits through kept edges. An edge into a head's q, k or v input reaches that head's node.
+
+        One forward sweep (writers in the order the model computes them) and one backward sweep decide every node;
+        the result is a subset of ``mask``, pruning it again changes nothing, and pruning is monotone (a larger
+        circuit never loses an edge the smaller one keeps).
+
+        Example:
+            >>> g = ComponentGraph(1, 1, attn_only=True)  # input->a0.h0<q|k|v>, input->logits, a0.h0->logits
+            >>> g.prune(torch.tensor([True, False, False, False, False])).tolist()  # the head feeds nothing
+            [False, False, False, False, False]
+            >>> g.prune(torch.tensor([False, False, False, False, True])).tolist()  # nothing feeds the head
+            [False, False, False, False, False]
+            >>> g.prune(torch.tensor([True, False, False, True, True])).tolist()
+            [True, False, False, True, True]
+        """
+        keep = mask.to(torch.bool)
+        flat = keep.reshape(-1, self.n_edges).cpu()  # (K, n_edges)
+        n_w = len(self.writers)
+        edge_node = self._reader_node[self.edge_reader]  # (n_edges,) the node each edge feeds; n_w: the logits
+        writer = self.edge_writer
+        reached = torch.zeros(flat.shape[0], n_w + 1, dtype=torch.bool)
+        reached[:, 0] = True
+        for w in range(1, n_w):  # writer w's readers read only writers before w
+            into = self._edges_into[w]
+            reached[:, w] = (flat[:, into] & reached[:, writer[into]]).any(dim=1)
+        alive = torch.zeros_like(reached)
+        alive[:, n_w] = True
+        for w in reversed(range(n_w)):  # every edge out of writer w feeds a later node
+            out = self._edges_out[w]
+            alive[:, w] = (flat[:, out] & alive[:, edge_node[out]]).any(dim=1)
+        kept = flat & reached[:, writer] & alive[:, edge_node]
+        return kept.reshape(keep.shape).to(keep.device)
 
     def edge_nodes(self, mask: Tensor) -> set[str]:
         """Names of the nodes touched by the edges in a boolean ``mask`` (n_edges,).

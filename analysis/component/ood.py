@@ -34,7 +34,6 @@ import torch
 from torch import Tensor
 
 from glassformer.analysis.capability import capability_gate, model_logit_diffs, task_capability
-from glassformer.analysis.component.circuits import circuit_mask
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.tasks.base import TaskBatch
@@ -123,32 +122,32 @@ def score_shifted(model: Any, graph: ComponentGraph, shifted_batch: TaskBatch, a
 
 
 def circuit_ood(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
-                rankings: dict[str, Tensor], sizes: dict[str, dict[str, int | None]], *, gate_alpha: float = 0.05,
+                circuits: dict[str, dict[str, Tensor | None]], *, gate_alpha: float = 0.05,
                 gate_min_logit_diff: float = 0.5) -> dict[str, dict[str, Any]]:
-    """The ``ood`` entry of each selection's circuit record: for selection s, the circuits of ``sizes[s]`` (name
-    -> edge count, e.g. ``{"N_0.8": 12, "N_0.9": None}``; None is skipped) made of the first edges of
-    ``rankings[s]``, scored on the shifted pairs ``batch`` carries (:func:`score_shifted`, all selections in one
+    """The ``ood`` entry of each selection's circuit record: for selection s, the circuits ``circuits[s]`` (name
+    -> boolean edge mask, e.g. ``{"N_0.8": mask, "N_0.9": None}``, the circuits as the analysis measured them
+    in distribution, pruned; None is skipped), scored on the shifted pairs ``batch`` carries (:func:`score_shifted`, all selections in one
     call, so the gate is run once). Each entry is :func:`score_shifted`'s record with only that selection's
     circuits, under their own names; ``{"skipped": reason}`` for every selection when ``batch`` carries no
     shifted pairs, or pairs these means or this context cannot score (what :func:`score_shifted` would raise:
     the in-distribution analysis goes on).
 
     Example:
-        >>> ood = circuit_ood(model, graph, batch, "mean", means, {"topn": ranking}, {"topn": {"N_0.8": 12}})  # doctest: +SKIP
+        >>> ood = circuit_ood(model, graph, batch, "mean", means, {"topn": {"N_0.8": mask}})  # doctest: +SKIP
         >>> ood["topn"]["circuits"]["N_0.8"]["edges"]  # doctest: +SKIP
         12
     """
     if batch.shifted is None:
         why = batch.shifted_note or "no shifted pairs were built for this task"
-        return {s: {"skipped": why} for s in sizes}
+        return {s: {"skipped": why} for s in circuits}
     try:
         check_shifted_inputs(model, batch.shifted, ablation, means)
     except ValueError as e:
-        return {s: {"skipped": str(e)} for s in sizes}
-    masks = {f"{s}/{name}": circuit_mask(rankings[s].cpu(), int(k))
-             for s, by_name in sizes.items() for name, k in by_name.items() if k is not None}
+        return {s: {"skipped": str(e)} for s in circuits}
+    masks = {f"{s}/{name}": mask.cpu() for s, by_name in circuits.items() for name, mask in by_name.items()
+             if mask is not None}
     record = score_shifted(model, graph, batch.shifted, ablation, means, masks, gate_alpha=gate_alpha,
                            gate_min_logit_diff=gate_min_logit_diff)
     shared = {k: v for k, v in record.items() if k != "circuits"}
     return {s: {**shared, "circuits": {name: record["circuits"].get(f"{s}/{name}") for name in by_name}}
-            for s, by_name in sizes.items()}
+            for s, by_name in circuits.items()}

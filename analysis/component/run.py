@@ -33,7 +33,14 @@ from glassformer.analysis.component.attribution import (
     method_steps,
     resolve_method,
 )
-from glassformer.analysis.component.circuits import rank
+from glassformer.analysis.component.checks import (
+    CachedF,
+    by_ablation,
+    check_line,
+    faithfulness_checks,
+    n08_circuit,
+)
+from glassformer.analysis.component.circuits import circuit_mask, rank
 from glassformer.analysis.component.faithfulness import (
     GRID_PERCENT,
     THRESHOLDS,
@@ -41,6 +48,7 @@ from glassformer.analysis.component.faithfulness import (
     evaluate_ranking,
 )
 from glassformer.analysis.component.graph import ComponentGraph, edge_count
+from glassformer.analysis.component.ood import circuit_ood
 from glassformer.analysis.tasks.base import TaskBatch, split_pairs
 
 if TYPE_CHECKING:
@@ -85,11 +93,65 @@ def settings_record(config: AnalysisConfig) -> dict[str, Any]:
             "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
 
 
-def ablated_values(model: Any, graph: ComponentGraph, corpus: torch.Tensor | None, ablation: str) -> Any:
-    """Each writer's ablated value (per position for position-mean); None for zero and corrupt ablation."""
-    if ablation not in ("mean", "position-mean"):
+class MissingValues(ValueError):
+    """An ablation's values cannot be had: they need corpus windows that were not passed."""
+
+
+class AblatedValues:
+    """One subject's ablated values for any ablation, computed when first asked for and kept: mean and
+    position-mean read the corpus windows held here; zero and corrupt need none (None).
+
+    Example:
+        >>> from glassformer.archs import build_model, presets
+        >>> model = build_model(presets.get("debug")); g = ComponentGraph.from_config(model.cfg)
+        >>> values = AblatedValues(model, g, torch.randint(0, 512, (2, 8)))
+        >>> tuple(values.get("mean").shape), values.get("corrupt")
+        ((11, 64), None)
+    """
+
+    def __init__(self, model: Any, graph: ComponentGraph, corpus: torch.Tensor | None):
+        self.model, self.graph, self.corpus = model, graph, corpus
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def get(self, ablation: str) -> torch.Tensor | None:
+        if ablation not in ("mean", "position-mean"):
+            return None
+        if ablation not in self._cache:
+            if self.corpus is None:
+                raise MissingValues(f"{ablation} ablation needs corpus windows (corpus_tokens) and none were passed")
+            self._cache[ablation] = writer_means(self.model, self.graph, self.corpus,
+                                                 per_position=ablation == "position-mean")
+        return self._cache[ablation]
+
+
+def ablated_values(model: Any, graph: ComponentGraph, corpus: torch.Tensor | None, ablation: str) -> AblatedValues:
+    """Each writer's ablated values for ``model``: the ``ablation``'s now (so a bad corpus fails before any task),
+    any other's (the second ablation's) when first asked for.
+
+    Example:
+        >>> ablated_values(model, graph, corpus, "mean").get("mean").shape  # doctest: +SKIP
+        torch.Size([11, 64])
+    """
+    values = AblatedValues(model, graph, corpus)
+    values.get(ablation)
+    return values
+
+
+def values_for(means: Any, ablation: str, primary: str) -> torch.Tensor | None:
+    """The values ``ablation`` needs from ``means``: an :class:`AblatedValues`, or (as a caller may pass) the
+    ``primary`` ablation's values alone, from which only the primary's and those needing none can be had.
+
+    Example:
+        >>> values_for(None, "corrupt", "zero") is None
+        True
+    """
+    if isinstance(means, AblatedValues):
+        return means.get(ablation)
+    if ablation == primary:
+        return means
+    if ablation in ("zero", "corrupt"):
         return None
-    return writer_means(model, graph, corpus, per_position=ablation == "position-mean")
+    raise MissingValues(f"{ablation} ablation needs its writer means; only the {primary} ablation's were given")
 
 
 def graph_record(graph: ComponentGraph, model: Any) -> dict[str, Any]:
@@ -103,12 +165,15 @@ def graph_record(graph: ComponentGraph, model: Any) -> dict[str, Any]:
 def analyze_task(name: str, description: str, batch: TaskBatch, graph: ComponentGraph, subjects: dict[str, Any],
                  means: dict[str, Any], config: AnalysisConfig) -> dict[str, Any]:
     """The component-level entry of one task in analysis.json: capability, then for each selection the circuit's
-    faithfulness curve, N_0.8 / N_0.9, CPR and CMD, beside the same numbers on each control.
+    faithfulness curve, N_0.8 / N_0.9, CPR and CMD, beside the same numbers on each control; for the model also
+    the per-pair record (``pairs``), the completeness and minimality of its N_0.8 circuit
+    (``faithfulness_checks``) and its sizes under the second ablation (``by_ablation``).
 
     ``config.ablation`` is the ablation actually used (after any fallback); ``subjects`` holds ``model`` and,
-    with controls, ``random_init``; ``means`` their ablated values. ``entry["attribution"]`` records the method and
-    steps ``config.method`` resolved to on this graph and, per subject, the completeness check
-    (``{identity, attributed, measured, relative_error}``, a warning above ``COMPLETENESS_TOLERANCE``).
+    with controls, ``random_init``; ``means`` their ablated values (an :class:`AblatedValues`, or the primary
+    ablation's values alone). ``entry["attribution"]`` records the method and steps ``config.method`` resolved to
+    on this graph and, per subject, the completeness check (``{identity, attributed, measured, relative_error}``, a
+    warning above ``COMPLETENESS_TOLERANCE``); with ACDC its threshold and how many edges it kept.
 
     Example:
         >>> entry = analyze_task("induction", "", batch, graph, {"model": model}, {"model": None},
@@ -117,7 +182,7 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
         4
     """
     start = time.perf_counter()
-    settings = run_fields(config)
+    primary = config.ablation
     runs = {"model": (subjects["model"], batch, means["model"])}
     if config.controls:
         runs["random_init"] = (subjects["random_init"], batch, means["random_init"])
@@ -125,7 +190,8 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     entry: dict[str, Any] = {"status": "ok", "description": description, "n_pairs": len(batch),
                              "seed": config.seed, "example": batch.pairs[0].example() if batch.pairs else None,
                              "capability": {k: task_capability(m, b) for k, (m, b, _) in runs.items()}}
-    fas = {who: Faithfulness(model, graph, b, config.ablation, mu) for who, (model, b, mu) in runs.items()}
+    fas = {who: Faithfulness(model, graph, b, primary, values_for(mu, primary, primary))
+           for who, (model, b, mu) in runs.items()}
     entry["gate"] = {who: _gate(model, b, fas[who], config) for who, (model, b, _) in runs.items()}
     entry["capable"] = entry["gate"]["model"]["passed"]
     # A task without capability is never sized: every subject is skipped (controls are sized beside a capable
@@ -133,51 +199,110 @@ def analyze_task(name: str, description: str, batch: TaskBatch, graph: Component
     sized = runs if entry["capable"] or config.size_gated_out else {}
     method, steps = resolve_method(config.method, graph, config.ig_steps, config.exact_max_edges)
     train, heldout = split_pairs(batch, config.holdout)
-    entry["attribution"] = {"method": method, "ig_steps": steps, "ranked_on_pairs": len(train),
-                            "measured_on_pairs": len(heldout), "completeness": {}}
-    evaluations = {who: _size_subject(name, who, model, b, mu, graph, config, method, steps, entry["attribution"])
+    entry["attribution"] = record = {"method": method, "ig_steps": steps, "ranked_on_pairs": len(train),
+                                     "measured_on_pairs": len(heldout), "completeness": {}}
+    evaluations = {who: _size_subject(name, who, model, b, values_for(mu, primary, primary), graph, config,
+                                      primary, record)
                    for who, (model, b, mu) in sized.items()}
-    names = graph.edge_names()
-    circuits = []
-    for selection in config.selections:
-        c: dict[str, Any] = dict(settings)
-        c.update(selection=selection, n_edges_total=graph.n_edges)
-        for key in (*SIZE_KEYS, *AREA_KEYS):
-            c[key] = {who: evaluations.get(who, {}).get("results", {}).get(selection, {}).get(key)
-                      for who in ("model", *CONTROLS)}
-        c["signal"] = {who: ev["results"][selection]["signal"] for who, ev in evaluations.items()}
-        c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
-        c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
-                         for who, ev in evaluations.items()}
-        c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
-                                for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
-                          for who, ev in evaluations.items()}
-        n08 = (c[SIZE_KEYS[0]]["model"] or {}).get("edges")
-        if n08 is not None:
-            mask = torch.zeros(graph.n_edges, dtype=torch.bool)
-            mask[evaluations["model"]["rankings"][selection][:n08]] = True
-            c["circuit_nodes"] = sorted(graph.edge_nodes(mask))
-        circuits.append(c)
-    entry["circuits"] = circuits
+    second = None
+    if "model" in evaluations and config.second_ablation is not None:
+        second = _second_ablation(name, subjects["model"], batch, means["model"], graph, config, record)
+    entry["circuits"] = [_circuit_entry(selection, evaluations, second, graph, config)
+                         for selection in config.selections]
+    if "model" in evaluations:
+        _score_shifted(entry["circuits"], evaluations["model"], subjects["model"], batch,
+                       values_for(means["model"], primary, primary), graph, config)
     entry["seconds"] = {"attribution": {who: ev["attribution"].seconds for who, ev in evaluations.items()},
                         "total": time.perf_counter() - start}
     return entry
 
 
+def _circuit_entry(selection: str, evaluations: dict[str, Any], second: dict[str, Any] | None,
+                   graph: ComponentGraph, config: AnalysisConfig) -> dict[str, Any]:
+    """One selection's circuit entry: sizes and curves of every subject sized; for the model also its per-pair
+    record, its circuit's nodes, the checks of its N_0.8 circuit and its sizes under both ablations."""
+    names = graph.edge_names()
+    c: dict[str, Any] = run_fields(config)
+    c.update(selection=selection, n_edges_total=graph.n_edges)
+    for key in (*SIZE_KEYS, *AREA_KEYS):
+        c[key] = {who: evaluations.get(who, {}).get("results", {}).get(selection, {}).get(key)
+                  for who in ("model", *CONTROLS)}
+    c["signal"] = {who: ev["results"][selection]["signal"] for who, ev in evaluations.items()}
+    c["faithfulness_curve"] = {who: ev["results"][selection]["curve"] for who, ev in evaluations.items()}
+    c["baseline"] = {who: {"m_model": ev["faithfulness"].m_model, "m_empty": ev["faithfulness"].m_empty}
+                     for who, ev in evaluations.items()}
+    c["top_edges"] = {who: [[names[e], ev["attribution"].effects[e].item()]
+                            for e in ev["rankings"][selection][:TOP_EDGES].tolist()]
+                      for who, ev in evaluations.items()}
+    model = evaluations.get("model")
+    if model is None:
+        return c
+    c["pairs"] = {"model": model["results"][selection]["pairs"]}  # for bootstrap intervals (INTERFACES.md 1)
+    circuit = n08_circuit(graph, model["rankings"][selection], model["results"][selection])
+    if circuit is not None:
+        c["circuit_nodes"] = sorted(graph.edge_nodes(circuit))
+        c["faithfulness_checks"] = faithfulness_checks(model["cached"], circuit, names, config.n_subsets,
+                                                       config.seed)
+    if second is not None:
+        c["by_ablation"] = by_ablation(selection, model["results"][selection], second, graph, config)
+    return c
+
+
+def _score_shifted(circuits: list[dict[str, Any]], model_eval: dict[str, Any], model: Any, batch: TaskBatch,
+                   means: Any, graph: ComponentGraph, config: AnalysisConfig) -> None:
+    """Each circuit entry's ``ood``: its N_0.8 and N_0.9 circuits, pruned as they were measured, scored on the
+    task's shifted pairs (:func:`~glassformer.analysis.component.ood.circuit_ood`)."""
+    masks = {}
+    for selection in config.selections:
+        result, ranking = model_eval["results"][selection], model_eval["rankings"][selection]
+        masks[selection] = {key: None if (result.get(key) or {}).get("k") is None
+                            else graph.prune(circuit_mask(ranking, result[key]["k"])) for key in SIZE_KEYS}
+    ood = circuit_ood(model, graph, batch, config.ablation, means, masks, gate_alpha=config.gate_alpha,
+                      gate_min_logit_diff=config.gate_min_logit_diff)
+    for selection, c in zip(config.selections, circuits, strict=True):
+        c["ood"] = ood[selection]
+
+
 def _size_subject(name: str, who: str, model: Any, batch: TaskBatch, means: Any, graph: ComponentGraph,
-                  config: AnalysisConfig, method: str, steps: int | None, record: dict[str, Any]) -> dict[str, Any]:
-    """Edge scores on the ranking pairs, completeness checked there, and each selection's circuits measured on the
-    held-out pairs (``config.holdout`` of them), so a circuit is never scored on the pairs that chose it."""
+                  config: AnalysisConfig, ablation: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Edge scores on the ranking pairs under ``ablation``, completeness checked there, and each selection's
+    circuits measured on the held-out pairs (``config.holdout`` of them), so a circuit is never scored on the
+    pairs that chose it. ``record`` (the task's attribution record) gets the completeness, and ACDC's result."""
+    method, steps = record["method"], record["ig_steps"]
     train, heldout = split_pairs(batch, config.holdout)
     extra = {"acdc": {"acdc_threshold": config.acdc_threshold},
              "eap-ig-gl+exact": {"rescore_edges": config.exact_max_edges}}.get(method, {})
-    att = attribute(method, model, graph, train, config.ablation, means, ig_steps=steps, **extra)
-    record["completeness"][who] = done = completeness(att, Faithfulness(model, graph, train, config.ablation, means))
-    check_completeness(done, f"task {name!r}, subject {who!r}")
-    fa = Faithfulness(model, graph, heldout, config.ablation, means)
+    att = attribute(method, model, graph, train, ablation, means, ig_steps=steps, **extra)
+    record["completeness"][who] = done = completeness(att, Faithfulness(model, graph, train, ablation, means))
+    check_completeness(done, f"task {name!r}, subject {who!r}, {ablation} ablation")
+    if method == "acdc":
+        acdc_record = record.setdefault("acdc", {"threshold": att.threshold, "n_kept": {}, "n_kept_pruned": {}})
+        acdc_record["n_kept"][who] = att.n_kept
+        acdc_record["n_kept_pruned"][who] = int(graph.prune(att.kept).sum())
+    if att.details:
+        record.setdefault("details", {})[who] = att.details
+    fa = Faithfulness(model, graph, heldout, ablation, means)
     rankings = {s: rank(s, graph, att.scores) for s in config.selections}
-    return {"attribution": att, "faithfulness": fa, "rankings": rankings,
+    return {"attribution": att, "faithfulness": fa, "cached": CachedF(fa), "rankings": rankings,
             "results": {s: evaluate_ranking(fa, r) for s, r in rankings.items()}}
+
+
+def _second_ablation(name: str, model: Any, batch: TaskBatch, means: Any, graph: ComponentGraph,
+                     config: AnalysisConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """The model sized again under ``config.second_ablation``: scored on the ranking pairs with the same method,
+    ranked, measured on the held-out pairs; or why it could not be (its ablated values need corpus windows)."""
+    ablation = config.second_ablation
+    try:
+        values = values_for(means, ablation, config.ablation)
+    except MissingValues as e:
+        record["second_ablation"] = {"ablation": ablation, "skipped": str(e)}
+        return {"ablation": ablation, "skipped": str(e)}
+    sub = {"method": record["method"], "ig_steps": record["ig_steps"], "completeness": {}}
+    ev = _size_subject(name, "model", model, batch, values, graph, config, ablation, sub)
+    record["second_ablation"] = {"ablation": ablation, "completeness": sub["completeness"]["model"],
+                                 "seconds": ev["attribution"].seconds, **{k: v for k, v in sub.items()
+                                                                         if k == "acdc"}}
+    return {"ablation": ablation, **ev}
 
 
 def _gate(model: Any, batch: TaskBatch, fa: Faithfulness, config: AnalysisConfig) -> dict[str, Any]:
@@ -238,8 +363,10 @@ def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any
 
 def format_table(result: dict[str, Any]) -> list[str]:
     """Lines of the component-level table: per task the gate verdict, accuracy and gap (model minus empty
-    circuit, logits), then each size with the controls beside it, then the geometric means over the tasks that
-    passed the gate; under it, why each task failed and any control that passed (it must not)."""
+    circuit, logits), then each size with the controls beside it, and under a sized task one line (``+``) with
+    the model's N_0.8 under the second ablation and the completeness and minimality of its N_0.8 circuit; then the
+    geometric means over the tasks that passed the gate; under it, why each task failed and any control that
+    passed (it must not)."""
     s, lines = result["settings"], []
     ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
     width = max([len(n) for n in result["tasks"]] + [8])
@@ -253,6 +380,9 @@ def format_table(result: dict[str, Any]) -> list[str]:
             c = t["circuits"][i]
             cells = [_cell(c, k, _edges) for k in SIZE_KEYS] + [_cell(c, k, _area) for k in AREA_KEYS]
             lines.append(f"{name:<{width}}  {gate_columns(t)}  " + "  ".join(f"{x:<26}" for x in cells))
+            line = check_line(c)
+            if line:
+                lines.append(f"{'':<{width}}  + {line}")
         summary = result["summary"][i]
         n_in = summary.get("n_tasks_gated_in")  # analyses written before the gate lack it
         note = f"  over the {n_in} of {summary['n_tasks']} tasks that passed the gate" if n_in is not None else ""
@@ -287,4 +417,7 @@ LEVEL = Level(name="component", graph=ComponentGraph, means=ablated_values, grap
               settings=settings_record, analyze_task=analyze_task, summary=summary, table=format_table,
               table_notes=("gate: in = the model passed the capability gate (one-sided: above the empty circuit, "
                            "accuracy above chance, gap at least the minimum); out = never sized, never averaged",
-                           "? = logit difference not clearly above the empty circuit's, so f is noise over noise"))
+                           "? = logit difference not clearly above the empty circuit's, so f is noise over noise",
+                           "+ = the model's N_0.8 under the second ablation; the incompleteness |f(C\\K) - f(M\\K)| "
+                           "of its N_0.8 circuit C (mean over random K, greedy K); its edges whose removal alone "
+                           "lowers f by less than 0.01 (docs/methods.md)"))

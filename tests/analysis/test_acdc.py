@@ -134,11 +134,12 @@ def test_analyze_hands_the_configured_threshold_to_acdc(tmp_path, small_model_di
     from glassformer.analysis import analyze
     from glassformer.analysis.component.attribution import METHODS, Method
 
-    seen = []
+    seen, results = [], []
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("acdc_threshold"))
-        return acdc(*args, **kwargs)
+        results.append(acdc(*args, **kwargs))
+        return results[-1]
 
     monkeypatch.setitem(METHODS, "acdc", Method("acdc", spy, "spy"))
     path = tmp_path / "model"
@@ -146,9 +147,16 @@ def test_analyze_hands_the_configured_threshold_to_acdc(tmp_path, small_model_di
     # A random-init model fails the capability gate: size_gated_out sizes its task anyway, so ACDC runs.
     out = analyze(path, tasks=["induction"], method="acdc", acdc_threshold=0.25, ablation="zero", n_pairs=4,
                   controls=False, sparse_layers=False, progress=False, size_gated_out=True)
-    assert seen == [0.25]
+    assert seen == [0.25, 0.25]  # the model under zero ablation, then under the second ablation (corrupt)
     circuit = out["tasks"]["induction"]["circuits"][0]
     assert circuit["method"] == "acdc" and circuit["N_0.8"]["model"]["edges"] is not None
+    # The task's attribution record says how many edges ACDC kept, at which threshold, under each ablation.
+    record = out["tasks"]["induction"]["attribution"]
+    assert record["acdc"]["threshold"] == 0.25
+    assert record["acdc"]["n_kept"] == {"model": int(results[0].kept.sum())}
+    assert 0 <= record["acdc"]["n_kept_pruned"]["model"] <= record["acdc"]["n_kept"]["model"]
+    assert record["second_ablation"]["acdc"]["n_kept"] == {"model": int(results[1].kept.sum())}
+    assert record["completeness"]["model"]["relative_error"] is None  # KL effects have no completeness identity
 
 
 def test_the_default_method_recovers_the_planted_circuit_at_component_level():
@@ -169,3 +177,17 @@ def test_the_default_method_recovers_the_planted_circuit_at_component_level():
     assert all(abs(effects[name]) > 1e-6 for name in NEEDED)
     for circuit in entry["circuits"]:
         assert set(circuit["circuit_nodes"]) <= {"input", "a0.h0", "logits"}, circuit["selection"]
+
+
+def test_the_task_record_says_how_many_edges_acdc_kept_and_at_which_threshold():
+    """On the planted model ACDC at threshold 0 keeps exactly the 5 needed edges (see above), all on paths from
+    the input to the logits."""
+    from glassformer.analysis.component.run import analyze_task
+
+    model, graph = _planted()
+    config = AnalysisConfig(method="acdc", acdc_threshold=0.0, ablation="zero", controls=False,
+                            size_gated_out=True, second_ablation=None)
+    entry = analyze_task("planted", "", make_batch(B=8, T=7), graph, {"model": model}, {"model": None}, config)
+    assert entry["attribution"]["ranked_on_pairs"] == 4
+    assert entry["attribution"]["acdc"] == {"threshold": 0.0, "n_kept": {"model": len(NEEDED)},
+                                            "n_kept_pruned": {"model": len(NEEDED)}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,3 +159,63 @@ def test_validation_loss_is_the_mean_next_token_cross_entropy():
     expected = F.cross_entropy(logits.reshape(-1, 50), tokens[:, 1:].reshape(-1)).item()
     out = validation_loss(model, tokens, batch_size=2)
     assert out["loss"] == pytest.approx(expected, rel=1e-5) and out["tokens"] == 40
+
+
+def test_the_per_pair_record_reproduces_the_sizes_and_the_curve(result):
+    """INTERFACES.md section 1: f of circuit j = (mean ld[j] - mean ld_empty) / (mean ld_model - mean ld_empty)
+    over the held-out pairs, and N_p = edges[j] of the first j with f >= p; recomputed here with numpy."""
+    _, out = result
+    for task in out["tasks"].values():
+        held_out = task["attribution"]["measured_on_pairs"]
+        for c in task["circuits"]:
+            assert set(c["pairs"]) == {"model"}
+            rec = c["pairs"]["model"]
+            assert len(rec["ld_model"]) == len(rec["ld_empty"]) == held_out
+            assert all(len(row) == held_out for row in rec["ld"]) and len(rec["ld"]) == len(rec["edges"])
+            assert rec["edges"][0] == 0 and rec["edges"][-1] == 46 and rec["edges"] == sorted(rec["edges"])
+            assert rec["ld"][0] == rec["ld_empty"] and rec["ld"][-1] == rec["ld_model"]
+            for row in [*rec["ld"], rec["ld_model"]]:
+                assert all(float(f"{v:.5g}") == v for v in row)
+            empty, full = np.mean(rec["ld_empty"]), np.mean(rec["ld_model"])
+            f = [(np.mean(row) - empty) / (full - empty) for row in rec["ld"]]
+            for p in (0.8, 0.9):
+                first = next(j for j, v in enumerate(f) if v >= p)
+                assert rec["edges"][first] == c[f"N_{p:g}"]["model"]["edges"]
+            for point in c["faithfulness_curve"]["model"]:
+                same = [v for e, v in zip(rec["edges"], f, strict=True) if e == point["edges"]]
+                assert any(v == pytest.approx(point["f"], rel=1e-9, abs=1e-12) for v in same), point
+
+
+def test_each_circuit_records_its_checks_and_its_sizes_under_both_ablations(result):
+    _, out = result
+    config = out["results"][out["latest"]]["config"]
+    assert config["second_ablation"] == "corrupt" and config["n_subsets"] == 20
+    for task in out["tasks"].values():
+        assert task["attribution"]["second_ablation"]["ablation"] == "corrupt"
+        for c in task["circuits"]:
+            n08 = c["N_0.8"]["model"]
+            checks = c["faithfulness_checks"]
+            assert checks["edges"] == n08["edges"] == len(checks["minimality"]["drops"])
+            assert len(checks["completeness"]["random"]["subsets"]) == 20
+            assert len(checks["completeness"]["greedy"]["steps"]) == min(n08["edges"], 5)
+            assert set(c["by_ablation"]) == {"mean", "corrupt"}
+            assert c["by_ablation"]["mean"] == {"N_0.8": n08, "N_0.9": c["N_0.9"]["model"]}
+            second = c["by_ablation"]["corrupt"]
+            assert {"N_0.8", "N_0.9", "curve", "completeness", "signal"} <= set(second)
+            assert second["curve"][-1]["f"] == 1.0 and second["N_0.8"]["edges"] <= 46
+            assert len(second["completeness"]["greedy"]["steps"]) == min(second["N_0.8"]["edges"], 5)
+
+
+def test_the_table_adds_one_check_line_under_each_sized_task(result):
+    _, out = result
+    lines = format_table(out).splitlines()
+    for name, task in out["tasks"].items():
+        rows = [i for i, line in enumerate(lines) if line.startswith(name)]
+        for i, c in zip(rows, task["circuits"], strict=True):
+            extra = lines[i + 1]
+            assert extra.lstrip().startswith("+ corrupt N_0.8 ") and not lines[i + 2].lstrip().startswith("+")
+            assert f"corrupt N_0.8 {c['by_ablation']['corrupt']['N_0.8']['edges']}" in extra
+            greedy = c["faithfulness_checks"]["completeness"]["greedy"]["incompleteness"]
+            assert f"{greedy:.2f} greedy" in extra
+            drops = c["faithfulness_checks"]["minimality"]["drops"]
+            assert f"{sum(d < 0.01 for _, d in drops)} of {len(drops)} edges" in extra

@@ -38,31 +38,42 @@ def test_geometric_mean_ignores_missing_values():
     assert geometric_mean([None]) is None
 
 
+class StubGraph:
+    """Ten edges, nothing pruned: the N_p search seen apart from pruning (test_dangling_edges.py covers that)."""
+
+    n_edges = 10
+
+    def prune(self, masks):
+        return masks
+
+
 class StubFaithfulness:
-    """f(C_k) = curve[k] for a ranking 0..E-1: lets the N_p search be checked against a known answer."""
+    """f(C_k) = curve[k] for a ranking 0..E-1 (one pair, ld = f, model 1, empty circuit 0): lets the N_p search be
+    checked against a known answer."""
 
     def __init__(self, curve):
-        self.graph = ComponentGraph(1, 1)
+        self.graph = StubGraph()
         assert len(curve) == self.graph.n_edges + 1
         self.curve, self.signal, self.calls = curve, True, 0
+        self.ld_model, self.ld_empty = torch.tensor([1.0]), torch.tensor([0.0])
 
-    def f(self, masks):
+    def per_pair(self, masks):
         self.calls += 1
-        return torch.tensor([self.curve[int(m.sum())] for m in masks])
+        return torch.tensor([[self.curve[int(m.sum())]] for m in masks], dtype=torch.float64)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(0, 0.2), min_size=10, max_size=10), st.floats(0.5, 0.99))
 def test_n_p_is_the_smallest_size_reaching_p_on_a_monotone_curve(steps, p):
-    E = ComponentGraph(1, 1).n_edges  # 10 edges
+    E = StubGraph.n_edges
     values = [0.0]
     for s in steps[: E - 1]:
-        values.append(min(values[-1] + s, 0.999))
+        values.append(round(min(values[-1] + s, 0.999), 4))  # 4 decimals: stored exactly at 5 significant digits
     values.append(1.0)
     fa = StubFaithfulness(values)
     out = evaluate_ranking(fa, torch.arange(E), thresholds=(p,), probes=2, rounds=10)
     expected = next(k for k, v in enumerate(values) if v >= p)
-    assert out[f"N_{p:g}"]["edges"] == expected
+    assert out[f"N_{p:g}"]["edges"] == out[f"N_{p:g}"]["k"] == expected
     assert out[f"N_{p:g}"]["bracket"] == [expected - 1, expected]
     assert out[f"N_{p:g}"]["fraction"] == pytest.approx(expected / E)
 

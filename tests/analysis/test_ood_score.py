@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tests_analysis_support import small_config
 
 from glassformer.analysis.component.ablation import writer_means
+from glassformer.analysis.component.circuits import circuit_mask
 from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.component.ood import circuit_ood, score_shifted
 from glassformer.analysis.node.graph import NodeGraph, node_means
@@ -254,7 +255,9 @@ def test_circuit_ood_scores_each_selections_circuits_on_the_shifted_pairs_the_ba
     rankings = {"topn": torch.tensor([direct, *others]), "greedy": torch.tensor([*others, direct])}
     sizes = {"topn": {"N_0.8": 1, "N_0.9": None}, "greedy": {"N_0.8": 1, "N_0.9": E}}
     batch = replace(planted_batch(16, 1, "planted"), shifted=planted_batch(16, 0))
-    ood = circuit_ood(model, graph, batch, "zero", None, rankings, sizes)
+    circuits = {s: {name: None if k is None else circuit_mask(rankings[s], k) for name, k in by.items()}
+                for s, by in sizes.items()}
+    ood = circuit_ood(model, graph, batch, "zero", None, circuits)
     assert set(ood) == {"topn", "greedy"}
     assert ood["topn"]["task"] == "planted@shifted" and ood["topn"]["capable"] is True
     assert ood["topn"]["gate"] == ood["greedy"]["gate"]  # one gate, shared
@@ -263,12 +266,11 @@ def test_circuit_ood_scores_each_selections_circuits_on_the_shifted_pairs_the_ba
     assert ood["greedy"]["circuits"]["N_0.8"]["f"] == pytest.approx(0.0, abs=1e-5)  # one edge, not the direct one
     assert ood["greedy"]["circuits"]["N_0.9"]["f"] == pytest.approx(1.0, abs=1e-5)
     assert ood["greedy"]["circuits"]["N_0.9"]["edges"] == E
-    none = circuit_ood(model, graph, replace(batch, shifted=None, shifted_note="why not"), "zero", None, rankings,
-                       sizes)
+    none = circuit_ood(model, graph, replace(batch, shifted=None, shifted_note="why not"), "zero", None, circuits)
     assert none == {"topn": {"skipped": "why not"}, "greedy": {"skipped": "why not"}}
     corpus = torch.randint(0, V, (8, T - 1), generator=torch.Generator().manual_seed(2))
     short = writer_means(model, graph, corpus, per_position=True)  # one position short of the prompts
-    out = circuit_ood(model, graph, batch, "position-mean", short, rankings, sizes)
+    out = circuit_ood(model, graph, batch, "position-mean", short, circuits)
     assert out["topn"]["skipped"].startswith("position-mean ablation on the shifted pairs of 'planted@shifted' "
                                              f"needs writer means for at least {T} positions")
 
