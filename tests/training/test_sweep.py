@@ -46,7 +46,11 @@ def test_the_quick_preset_shrinks_every_variant_the_same_way():
 
 
 def test_the_standard_preset_trains_the_yaml_files_as_they_are():
-    (dense, ws) = plan("standard", ["weight_sparse"], "out")
+    runs = plan("standard", ["weight_sparse"], "out")
+    # Three seeds per variant by default; folders named by variant and seed.
+    assert [r.name for r in runs] == ["dense-seed0", "dense-seed1", "dense-seed2", "weight_sparse-seed0",
+                                      "weight_sparse-seed1", "weight_sparse-seed2"]
+    dense, ws = runs[0], runs[3]
     raw = yaml.safe_load((ROOT / "configs" / "weight_sparse.yaml").read_text())
     assert (ws.model.d_model, ws.model.d_mlp, ws.model.n_layers) == (raw["model"]["d_model"], raw["model"]["d_mlp"], 4)
     assert dense.trainer.max_steps == ws.trainer.max_steps == raw["trainer"]["max_steps"]
@@ -116,7 +120,8 @@ def finished(tmp_path_factory):
         calls = Calls()
         calls.install(mp)
         run_sweep("micro", None, root / "out", configs=configs, data=DATA, progress=False)
-    assert calls.analyzed == ["dense", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    # The baseline's ladder (every validation interval: 6 steps) is analysed after the baseline itself.
+    assert calls.analyzed == ["dense", "step-000006", "transcoder"] and calls.compared == [["dense", "transcoder"]]
     return root
 
 
@@ -152,9 +157,9 @@ def test_an_interrupted_model_resumes_from_its_last_checkpoint(sweep_copy, monke
 
     real_fit, resumed = train.fit, []
 
-    def spy(model, data, optim, trainer, out, resume=False):
+    def spy(model, data, optim, trainer, out, resume=False, **kwargs):
         resumed.append((Path(out).name, resume))
-        return real_fit(model, data, optim, trainer, out, resume=resume)
+        return real_fit(model, data, optim, trainer, out, resume=resume, **kwargs)
 
     monkeypatch.setattr(sweep_module, "fit", spy)
     tc = sweep_copy / "out" / "transcoder"
