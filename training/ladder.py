@@ -12,7 +12,7 @@ Writing: each point is published whole (:func:`glassformer.archs.model_dir.publi
 never holds a half-written point, and resuming neither repeats nor loses one: a point measured by the ladder itself
 is on disk before its step's checkpoint; one waiting for Lightning's validation is written after that checkpoint,
 and if the run stops in between, the resume (which starts from exactly that step's weights) writes it before
-training continues. A point that exists is kept (a resume is exact, so it would be the same).
+training continues, or from its final validation when no step was left to train (:meth:`CheckpointLadder.finish`). A point that exists is kept (a resume is exact, so it would be the same).
 
 Example:
     >>> ladder_steps(300, 700)
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ class CheckpointLadder(Callback):
         self.tokenizer_json: str | None = None
         self.record: dict[str, Any] = {}
         self._pending: int | None = None  # a ladder step waiting for Lightning's validation of it
+        self.written: list[int] = []
+        self.seconds = {"validation": 0.0, "writing": 0.0}
+        """Wall time this process spent on the ladder's own validation passes and on writing points."""
 
     def bind(self, *, tokenizer_json: str, record: dict[str, Any]) -> None:
         """Set the tokenizer and the fields every point's training.json holds (seed, variant, corpus, config...)."""
@@ -122,6 +126,23 @@ class CheckpointLadder(Callback):
 
     def is_ladder_step(self, step: int, max_steps: int) -> bool:
         return step > 0 and (step % self.every == 0 or step == max_steps)
+
+    def summary(self) -> dict[str, Any]:
+        """What the model's training.json records of its ladder: the interval, the points this process wrote and
+        the seconds it spent (its own validations, writing).
+
+        Example:
+            >>> CheckpointLadder(every=300, out="runs/dense").summary()
+            {'every': 300, 'written': [], 'seconds': {'validation': 0.0, 'writing': 0.0}}
+        """
+        return {"every": self.every, "written": list(self.written),
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+
+    def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        started = time.perf_counter()
+        loss = validation_loss(trainer, pl_module)
+        self.seconds["validation"] += time.perf_counter() - started
+        return loss
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending = None
@@ -137,7 +158,7 @@ class CheckpointLadder(Callback):
             return
         missing = trainer.is_global_zero and not ladder_dir(self.out, step).exists()
         if trainer.strategy.broadcast(missing, src=0):
-            self._write(trainer, pl_module, step, validation_loss(trainer, pl_module), "resumed run")
+            self._write(trainer, pl_module, step, self._measure(trainer, pl_module), "resumed run")
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -151,30 +172,45 @@ class CheckpointLadder(Callback):
         if step % trainer.val_check_batch == 0:
             self._pending = step  # Lightning validates right after this hook; on_validation_end takes its loss
         else:
-            self._write(trainer, pl_module, step, validation_loss(trainer, pl_module), "own validation")
+            self._write(trainer, pl_module, step, self._measure(trainer, pl_module), "own validation")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending is None or self._pending != trainer.global_step or trainer.sanity_checking:
             return
         value = trainer.callback_metrics.get("loss/val")
         step, self._pending = self._pending, None
-        loss = float(value) if value is not None else validation_loss(trainer, pl_module)
+        loss = float(value) if value is not None else self._measure(trainer, pl_module)
         self._write(trainer, pl_module, step, loss, "Lightning's validation")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer, pl_module)
+
+    def finish(self, trainer: L.Trainer, pl_module: L.LightningModule, val_loss: float) -> None:
+        """After training: write the last step's point from the final validation (``val_loss``) if it is missing.
+
+        It is missing when a resumed run had nothing left to train (the stop came during the last step's
+        validation, after its checkpoint): Lightning then ends before ``on_train_start``. Every process calls this.
+
+        Example:
+            >>> ladder.finish(trainer, module, val_loss=5.1)  # doctest: +SKIP
+        """
+        step = int(trainer.global_step)
+        missing = trainer.is_global_zero and not ladder_dir(self.out, step).exists()
+        if self.is_ladder_step(step, trainer.max_steps) and trainer.strategy.broadcast(missing, src=0):
+            self._write(trainer, pl_module, step, val_loss, "final validation")
 
     def _flush(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A pending step that Lightning did not validate after all: called before the next step's forward pass
         # and at the end of training, so the weights are still that step's.
         if self._pending is not None:
             step, self._pending = self._pending, None
-            self._write(trainer, pl_module, step, validation_loss(trainer, pl_module), "own validation")
+            self._write(trainer, pl_module, step, self._measure(trainer, pl_module), "own validation")
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int, val_loss: float,
                source: str) -> None:
         from glassformer.training.train import final_model
 
+        started = time.perf_counter()
         # Collective under FSDP (every rank gathers); the other strategies return the module's own model.
         model = final_model(trainer, pl_module, pl_module.model.cfg)
         if not trainer.is_global_zero:
@@ -187,9 +223,11 @@ class CheckpointLadder(Callback):
                     "tokens_seen": step * batch_size * n_ctx * trainer.world_size,
                     "final": {**self.record.get("final", {}), "loss/val": val}}
         if publish_model_dir(path, model, tokenizer_json=self.tokenizer_json, training=training):
+            self.written.append(step)
             log.info("ladder: wrote %s (validation loss %.4f, %s)", path, val_loss, source)
         else:
             log.info("ladder: %s exists (written before a resume), kept", path)
+        self.seconds["writing"] += time.perf_counter() - started
 
 
 __all__ = ["CheckpointLadder", "LADDER_DIR", "ladder_dir", "ladder_points", "ladder_steps", "validation_loss"]

@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = DataConfig(max_bytes=300_000)
 OPTIM = OptimConfig(warmup_steps=2)
 MICRO = ModelConfig.from_dict({"d_vocab": 512, "n_ctx": 32, "d_model": 32, "n_layers": 1, "n_heads": 2, "d_mlp": 64})
-# A TopK transcoder whose dead-latent window is one step's tokens, so that AuxK acts within a few steps: a forward
-# pass that updated the trackers (a validation run in training mode) would change the trained weights.
-TRANSCODER = ModelConfig.from_dict({**MICRO.to_dict(), "mlp": {"kind": "transcoder", "activation": "topk", "k": 4,
-                                                                "expansion_factor": 2, "dead_window_tokens": 128}})
+# A TopK transcoder with 256 latents, one active per token and a dead-latent window of three steps' tokens
+# (3 x 4 x 32), so that latents go dead and AuxK acts from step 3: a forward pass that updated the trackers (a
+# validation run in training mode) would change which latents count as dead, so what AuxK trains and the weights.
+TRANSCODER = ModelConfig.from_dict({**MICRO.to_dict(), "mlp": {"kind": "transcoder", "activation": "topk", "k": 1,
+                                                                "expansion_factor": 8, "dead_window_tokens": 384}})
 
 
 def trainer(**kw) -> TrainerConfig:
@@ -79,6 +80,7 @@ def test_each_point_is_a_complete_model_directory_that_loads(laddered):
         assert (record["variant"], record["ladder_of"]) == ("dense", "dense")
         assert record["tokens_seen"] == step * 4 * 32
         assert record["corpus"] == read(laddered)["corpus"]  # analysis reads the corpus from here
+        assert record["final"]["unigram_entropy"] == read(laddered)["final"]["unigram_entropy"]
     # The last point is the finished model.
     assert same_weights(laddered / "ladder" / "step-000008", laddered)
 
@@ -101,6 +103,8 @@ def test_the_model_records_its_seed_variant_and_last_validation_loss(laddered):
     assert record["val_loss"] == record["final"]["loss/val"]
     assert record["val_loss"] == pytest.approx(evaluate_model_dir(laddered, batches=2, batch_size=4)["loss"],
                                                rel=1e-6)
+    assert record["ladder"]["every"] == 3 and record["ladder"]["written"] == [3, 6, 8]
+    assert set(record["ladder"]["seconds"]) == {"validation", "writing"}
 
 
 def test_the_ladder_leaves_training_unchanged(tmp_path, one_thread):
@@ -175,6 +179,21 @@ def test_a_run_stopped_while_validating_a_ladder_step_writes_that_point_when_res
     assert read(point)["ladder_of"] == "dense"  # without a variant, the model directory's name
 
 
+def test_a_run_stopped_while_validating_its_last_step_writes_that_point_when_resumed(tmp_path, crash_at, one_thread):
+    # The last step's checkpoint is on disk, so the resume has no step left to train (Lightning skips
+    # on_train_start); the point comes from the final validation.
+    out = tmp_path / "dense"
+    crash_at["val"] = 8
+    with pytest.raises(Crash):
+        fit(MICRO, DATA, OPTIM, trainer(ladder_every=4), out)
+    assert entries(out) == ["step-000004"]
+    crash_at["val"] = None
+    fit(MICRO, DATA, OPTIM, trainer(ladder_every=4), out, resume=True)
+    assert entries(out) == ["step-000004", "step-000008"]
+    assert same_weights(out / "ladder" / "step-000008", out)
+    assert read(out / "ladder" / "step-000008")["val_loss"] == read(out)["val_loss"]
+
+
 def test_a_point_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     from glassformer.archs import build_model, model_dir
 
@@ -183,9 +202,17 @@ def test_a_point_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(model_dir, "save_model_dir", fail_after_weights)
+    point = tmp_path / "ladder" / "step-000003"
     with pytest.raises(OSError, match="disk full"):
-        publish_model_dir(tmp_path / "ladder" / "step-000003", build_model(MICRO), training={"step": 3})
+        publish_model_dir(point, build_model(MICRO), training={"step": 3})
     assert list((tmp_path / "ladder").iterdir()) == []  # neither the point nor its temporary folder
+    # A writer killed at that moment (no clean-up runs) leaves only a hidden temporary folder: the point's own
+    # path never holds a partial directory.
+    monkeypatch.setattr(model_dir, "_remove_tree", lambda path: None)
+    with pytest.raises(OSError, match="disk full"):
+        publish_model_dir(point, build_model(MICRO), training={"step": 3})
+    assert not point.exists()
+    assert [p.name.startswith(".step-000003.") and p.name.endswith(".tmp") for p in point.parent.iterdir()] == [True]
 
 
 def test_a_writer_killed_midway_leaves_a_temporary_folder_that_the_next_run_removes(tmp_path, one_thread):
