@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -183,8 +184,6 @@ def remove_stale_model_dirs(folder: str | Path) -> list[Path]:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
