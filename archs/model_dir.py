@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -123,6 +124,67 @@ def save_model_dir(
     if training is not None:
         atomic_write_json(path / TRAINING_FILE, training)
     return path
+
+
+def publish_model_dir(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    tokenizer_json: str | None = None,
+    training: dict[str, Any] | None = None,
+) -> bool:
+    """Write a whole model directory at ``path`` at once, or not at all; False (nothing written) if it exists.
+
+    The files go to a hidden temporary folder beside ``path`` (``.<name>.<random>.tmp``), which is renamed to
+    ``path`` when complete: a reader never sees a directory without its training.json, and a writer killed midway
+    leaves only the temporary folder (:func:`remove_stale_model_dirs` deletes those).
+
+    Example:
+        >>> import tempfile
+        >>> from glassformer.archs import build_model, presets
+        >>> d = Path(tempfile.mkdtemp()) / "step-000010"
+        >>> publish_model_dir(d, build_model(presets.get("debug")), training={"step": 10})
+        True
+        >>> publish_model_dir(d, build_model(presets.get("debug")), training={"step": 10}), sorted(os.listdir(d))
+        (False, ['config.json', 'model.safetensors', 'training.json'])
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        save_model_dir(tmp, model, tokenizer_json=tokenizer_json, training=training)
+        try:
+            os.rename(tmp, path)  # atomic; refuses (OSError) when another writer put a non-empty ``path`` first
+        except OSError:
+            if not path.is_dir():
+                raise
+            _remove_tree(tmp)
+            return False
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    return True
+
+
+def remove_stale_model_dirs(folder: str | Path) -> list[Path]:
+    """Delete the temporary folders that a killed :func:`publish_model_dir` left in ``folder``; return them.
+
+    Example:
+        >>> import tempfile; d = Path(tempfile.mkdtemp()); (d / ".step-000010.abc.tmp").mkdir()
+        >>> [p.name for p in remove_stale_model_dirs(d)]
+        ['.step-000010.abc.tmp']
+    """
+    folder = Path(folder)
+    stale = sorted(p for p in folder.glob(".*.tmp") if p.is_dir()) if folder.is_dir() else []
+    for p in stale:
+        _remove_tree(p)
+    return stale
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def load_config(path: str | Path) -> ModelConfig:

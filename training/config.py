@@ -163,6 +163,10 @@ class TrainerConfig:
     """DataLoader workers (windows come from a memory-mapped array, so 0 is usually fastest on CPU)."""
     progress_bar: bool = True
     """Show Lightning's progress bar."""
+    ladder_every: int | None = None
+    """Also write a complete model directory ``OUT/ladder/step-<06d>/`` (with its validation loss) every this many
+    steps and at the last step; None: no ladder. A multiple of ``val_every`` reuses that validation; other steps
+    run one of their own."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "val_every", "val_batches", "log_every", "checkpoint_every",
@@ -171,6 +175,10 @@ class TrainerConfig:
         check(isinstance(self.seed, int) and self.seed >= 0, "trainer.seed", self.seed, "a non-negative integer")
         bad = [lg for lg in self.loggers if lg not in LOGGERS]
         check(not bad, "trainer.loggers", self.loggers, f"a list drawn from {', '.join(LOGGERS)}")
+        if self.ladder_every is not None:
+            check(isinstance(self.ladder_every, int) and not isinstance(self.ladder_every, bool)
+                  and self.ladder_every > 0, "trainer.ladder_every", self.ladder_every,
+                  "a positive integer (steps) or null (no ladder)")
         check(isinstance(self.num_workers, int) and self.num_workers >= 0, "trainer.num_workers", self.num_workers,
               "a non-negative integer")
 

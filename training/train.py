@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,6 +32,7 @@ from glassformer.training.guards import (
     interrupted_message,
     nonfinite_tensors,
 )
+from glassformer.training.ladder import CheckpointLadder
 from glassformer.training.module import LanguageModel, optim_dict
 
 log = logging.getLogger("glassformer")
@@ -184,8 +186,12 @@ def fit(
     module: LanguageModel | None = None,
     tokenizer: Any = None,
     extra_training_info: dict[str, Any] | None = None,
+    variant: str | None = None,
 ) -> Path:
     """Train a model and write its model directory to ``out`` (Lightning checkpoints go to ``out/checkpoints``).
+
+    training.json records ``seed`` (init and data order), ``val_loss`` (the last validation) and a sweep's
+    ``variant``; ``trainer.ladder_every`` adds the checkpoint ladder (:mod:`glassformer.training.ladder`).
 
     Fine-tuning passes a ready ``module`` (a :class:`LanguageModel` with converted weights, or a subclass with
     extra loss terms), the parent's ``tokenizer`` and ``extra_training_info`` to record in training.json.
@@ -211,13 +217,15 @@ def fit(
     started = time.time()
     io = AtomicCheckpointIO()
     throughput = Throughput(trainer_cfg.batch_size * model_cfg.n_ctx, trainer_cfg.log_every)
-    callbacks = _callbacks(model_cfg, trainer_cfg, out, ckpt, io, throughput)
+    ladder = CheckpointLadder(trainer_cfg.ladder_every, out) if trainer_cfg.ladder_every is not None else None
+    callbacks = _callbacks(model_cfg, trainer_cfg, out, ckpt, io, throughput, ladder)
     # Built before the corpus is read: a bad precision or strategy fails in a second, not after tokenising.
     trainer = _build_trainer(trainer_cfg, optim_cfg, out, callbacks, io)
     prepared = prepare_data(data_cfg, model_cfg.d_vocab, tokenizer=tokenizer)
-    n_tok = prepared.tokenizer.get_vocab_size()
-    if n_tok > model_cfg.d_vocab:
-        raise ValueError(f"the tokenizer has {n_tok} tokens but model.d_vocab={model_cfg.d_vocab}")
+    entropy = unigram_entropy(prepared.train_tokens, _check_vocab(prepared, model_cfg))
+    record = run_record(prepared, entropy, data_cfg, optim_cfg, trainer_cfg, variant)
+    if ladder is not None:
+        ladder.bind(tokenizer_json=prepared.tokenizer.to_str(), record={**record, "ladder_of": variant or out.name})
     L.seed_everything(trainer_cfg.seed, workers=True, verbose=False)
     if module is None:
         module = LanguageModel(model_cfg.to_dict(), optim_dict(optim_cfg), trainer_cfg.max_steps,
@@ -232,26 +240,53 @@ def fit(
     train_loss = float(trainer.callback_metrics.get("loss/train", float("nan")))
     val = trainer.validate(module, datamodule=dm, verbose=False)
     val_loss = float(val[0]["loss/val"]) if val else float("nan")
+    if ladder is not None:
+        ladder.finish(trainer, module, val_loss)
     model = final_model(trainer, module, model_cfg)
     if trainer.is_global_zero:
-        bad = nonfinite_tensors(model.state_dict())
-        if bad:  # DivergenceGuard makes this unreachable; a model directory must never hold NaN weights regardless
-            raise TrainingDiverged(f"the final weights hold non-finite values ({', '.join(bad[:5])}); the model "
-                                   f"directory was not written", step=int(trainer.global_step), quantity=bad[0],
-                                   checkpoint=io.last_saved[0] if io.last_saved else None)
+        _refuse_nonfinite(model, trainer, io)
         training = {
-            "corpus": {"fingerprint": prepared.fingerprint, **prepared.info},
+            **record, "val_loss": val_loss if math.isfinite(val_loss) else None, "steps": int(trainer.global_step),
             "tokens_seen": int(trainer.global_step) * trainer_cfg.batch_size * model_cfg.n_ctx * trainer.world_size,
-            "steps": int(trainer.global_step),
-            "final": {"loss/train": train_loss, "loss/val": val_loss,
-                      "unigram_entropy": unigram_entropy(prepared.train_tokens, prepared.tokenizer.get_vocab_size())},
+            "final": {"loss/train": train_loss, "loss/val": val_loss, "unigram_entropy": entropy},
             "throughput": {"tokens_per_sec": throughput.tokens_per_sec, "train_seconds": throughput.train_seconds},
-            "wall_seconds": time.time() - started,
-            "config": {"data": asdict(data_cfg), "optim": optim_dict(optim_cfg), "trainer": asdict(trainer_cfg)},
-            "versions": training_versions(), "command": sys.argv, **(extra_training_info or {}),
+            "wall_seconds": time.time() - started, **({"ladder": ladder.summary()} if ladder else {}),
+            **(extra_training_info or {}),
         }
         save_model_dir(out, model, tokenizer_json=prepared.tokenizer.to_str(), training=training)
     return out
+
+
+def _check_vocab(prepared: Any, model_cfg: ModelConfig) -> int:
+    """The tokenizer's vocabulary size, refused when the model's embedding is smaller."""
+    n_tok = prepared.tokenizer.get_vocab_size()
+    if n_tok > model_cfg.d_vocab:
+        raise ValueError(f"the tokenizer has {n_tok} tokens but model.d_vocab={model_cfg.d_vocab}")
+    return n_tok
+
+
+def _refuse_nonfinite(model: torch.nn.Module, trainer: L.Trainer, io: AtomicCheckpointIO) -> None:
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:  # DivergenceGuard makes this unreachable; a model directory must never hold NaN weights regardless
+        raise TrainingDiverged(f"the final weights hold non-finite values ({', '.join(bad[:5])}); the model "
+                               f"directory was not written", step=int(trainer.global_step), quantity=bad[0],
+                               checkpoint=io.last_saved[0] if io.last_saved else None)
+
+
+def run_record(prepared: Any, unigram_entropy: float, data_cfg: DataConfig, optim_cfg: OptimConfig,
+               trainer_cfg: TrainerConfig, variant: str | None) -> dict[str, Any]:
+    """What the training.json of every model directory of a run records, its ladder points' included: seed,
+    variant (when a sweep gave one), corpus (and its unigram entropy), configs, software versions and the command.
+
+    Example:
+        >>> run_record(prepared, 6.4, DataConfig(), OptimConfig(), TrainerConfig(seed=3), None)["seed"]  # doctest: +SKIP
+        3
+    """
+    return {"seed": trainer_cfg.seed, **({"variant": variant} if variant is not None else {}),
+            "corpus": {"fingerprint": prepared.fingerprint, **prepared.info},
+            "final": {"unigram_entropy": unigram_entropy},
+            "config": {"data": asdict(data_cfg), "optim": optim_dict(optim_cfg), "trainer": asdict(trainer_cfg)},
+            "versions": training_versions(), "command": sys.argv}
 
 
 def _check_outputs(out: Path, data_cfg: DataConfig, resume: bool) -> Path:
@@ -272,16 +307,20 @@ def _check_outputs(out: Path, data_cfg: DataConfig, resume: bool) -> Path:
 
 
 def _callbacks(model_cfg: ModelConfig, trainer_cfg: TrainerConfig, out: Path, ckpt: Path, io: AtomicCheckpointIO,
-               throughput: Throughput) -> list[Callback]:
+               throughput: Throughput, ladder: CheckpointLadder | None) -> list[Callback]:
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", every_n_train_steps=trainer_cfg.checkpoint_every,
                                   save_last=True, save_top_k=-1, filename="step{step}", auto_insert_metric_name=False)
-    callbacks: list[Callback] = [throughput, DivergenceGuard(io), GracefulStop(ckpt, io), checkpoints]
+    # The ladder before GracefulStop (and Lightning runs checkpoint callbacks last): a point it measures itself is
+    # written before any checkpoint of its step.
+    callbacks: list[Callback] = [throughput, DivergenceGuard(io), *([ladder] if ladder else []),
+                                 GracefulStop(ckpt, io), checkpoints]
     if trainer_cfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, trainer_cfg.log_every // 2)))
     if getattr(model_cfg, "weight_sparsity", None) is not None:
         from glassformer.training.callbacks import WeightSparsityCallback
 
-        # Before GracefulStop, so that a checkpoint written on a signal holds the projected weights.
+        # Before GracefulStop and the ladder, so that a checkpoint written on a signal, and a ladder point, hold the
+        # projected weights.
         callbacks.insert(1, WeightSparsityCallback())
     return callbacks
 

@@ -121,7 +121,7 @@ def test_the_demo_configurations_keep_the_counts_they_kept_before_issue_19(prese
         return W  # stands in for the mask, which nothing reads here
 
     monkeypatch.setattr(kernels, "magnitude_prune_", record)
-    run = next(r for r in plan(preset, ["weight_sparse"], "unused") if r.name == "weight_sparse")
+    run = next(r for r in plan(preset, ["weight_sparse"], "unused") if r.variant == "weight_sparse")
     cfg, max_steps = run.model.weight_sparsity, run.trainer.max_steps
     assert max(cfg.fraction, cfg.embed_fraction, cfg.bias_fraction) < 1  # where the two paths must agree
     model = build_model(run.model)  # on CPU: building on the meta device imports torch's compiler (5 s)

@@ -46,7 +46,11 @@ def test_the_quick_preset_shrinks_every_variant_the_same_way():
 
 
 def test_the_standard_preset_trains_the_yaml_files_as_they_are():
-    (dense, ws) = plan("standard", ["weight_sparse"], "out")
+    runs = plan("standard", ["weight_sparse"], "out")
+    # Three seeds per variant by default; folders named by variant and seed.
+    assert [r.name for r in runs] == ["dense-seed0", "dense-seed1", "dense-seed2", "weight_sparse-seed0",
+                                      "weight_sparse-seed1", "weight_sparse-seed2"]
+    dense, ws = runs[0], runs[3]
     raw = yaml.safe_load((ROOT / "configs" / "weight_sparse.yaml").read_text())
     assert (ws.model.d_model, ws.model.d_mlp, ws.model.n_layers) == (raw["model"]["d_model"], raw["model"]["d_mlp"], 4)
     assert dense.trainer.max_steps == ws.trainer.max_steps == raw["trainer"]["max_steps"]
@@ -81,6 +85,7 @@ class Calls:
     def __init__(self):
         self.analyzed: list[str] = []
         self.compared: list[list[str]] = []
+        self.baseline: str | None = None
 
     def analyze(self, model_dir, config, progress=True) -> dict:
         self.analyzed.append(Path(model_dir).name)
@@ -94,7 +99,7 @@ class Calls:
 
     def compare(self, dirs, out, config, baseline=None, circuit_task=None, command=None) -> dict:
         self.compared.append([Path(d).name for d in dirs])
-        assert Path(baseline).name == "dense"
+        self.baseline = Path(baseline).name
         paths = {k: Path(out) / n for k, n in (("html", "index.html"), ("md", "report.md"), ("json", "report.json"))}
         return {"verdict": {"text": ["(verdict)"]}, "paths": paths}
 
@@ -116,7 +121,9 @@ def finished(tmp_path_factory):
         calls = Calls()
         calls.install(mp)
         run_sweep("micro", None, root / "out", configs=configs, data=DATA, progress=False)
-    assert calls.analyzed == ["dense", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    # The baseline's ladder (every validation interval: 6 steps) is analysed after the baseline itself.
+    assert calls.analyzed == ["dense", "step-000006", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    assert calls.baseline == "dense"
     return root
 
 
@@ -152,9 +159,9 @@ def test_an_interrupted_model_resumes_from_its_last_checkpoint(sweep_copy, monke
 
     real_fit, resumed = train.fit, []
 
-    def spy(model, data, optim, trainer, out, resume=False):
+    def spy(model, data, optim, trainer, out, resume=False, **kwargs):
         resumed.append((Path(out).name, resume))
-        return real_fit(model, data, optim, trainer, out, resume=resume)
+        return real_fit(model, data, optim, trainer, out, resume=resume, **kwargs)
 
     monkeypatch.setattr(sweep_module, "fit", spy)
     tc = sweep_copy / "out" / "transcoder"

@@ -20,14 +20,17 @@ def sweep(
     data: DataConfig = DataConfig(),
     configs: str | None = None,
     tasks: list[str] | str | None = None,
+    seeds: int | None = None,
     threads: int | None = None,
     progress: bool = True,
     plugins: list[str] | str | None = None,
 ) -> None:
     """Train the dense baseline and constrained variants at matched size, analyse each, and compare them.
 
-    Presets: quick (2 layers, half the tiny widths, 600 steps; dense, transcoder, weight_sparse: `make demo`)
-    and standard (configs/*.yaml as they are, every variant). Rerunning the same command continues where it
+    Presets: quick (2 layers, half the tiny widths, 600 steps; dense, transcoder, weight_sparse: `make demo`;
+    one seed) and standard (configs/*.yaml as they are, every variant, three seeds). The dense baseline also
+    writes a checkpoint ladder (a model directory every validation interval, under OUT/dense/ladder/), and every
+    ladder point is analysed like a model. Rerunning the same command continues where it
     stopped: finished models and analyses are reused, an interrupted training resumes from its last checkpoint.
     The report lands in OUT/report/index.html.
 
@@ -39,6 +42,8 @@ def sweep(
         data: Training corpus for every model (default: the Python standard library).
         configs: Folder of the variant YAML files (default: the repository's configs/).
         tasks: Tasks to analyse instead of the preset's (a name or a list; plugin tasks included).
+        seeds: Models per variant (default: the preset's), trained with seeds base .. base+N-1 (init and data
+            order differ; data and budget are the same). With N > 1 the folders are OUT/<variant>-seed<k>.
         threads: Torch CPU threads (default: torch's choice). On a machine shared with other jobs, 1 avoids
             threads spinning against them.
         progress: Progress bars (the sweep's stages, Lightning's training, the analysis).
@@ -56,7 +61,7 @@ def sweep(
             raise ValueError(f"--threads {threads} is not allowed: expected a positive integer")
         torch.set_num_threads(threads)
     report = run_sweep(preset, variants, out, configs=configs, data=data,
-                       tasks=[tasks] if isinstance(tasks, str) else tasks, progress=progress)
+                       tasks=[tasks] if isinstance(tasks, str) else tasks, seeds=seeds, progress=progress)
     print_sweep_summary(report.parent)
 
 
