@@ -45,14 +45,21 @@ the analysis refuses to write it. RUN::
                         "tasks_reached": {"model" | control: int}}],
      "seconds": float}
 
-A component CIRCUIT (one per selection): ``{level, method, ablation, n_pairs, seed, controls, selection,
-n_edges_total, "N_0.8" | "N_0.9": {who: {edges, fraction, bracket}}, "CPR" | "CMD": {who: float}, signal,
-faithfulness_curve, baseline, top_edges, circuit_nodes}``. A node CIRCUIT: ``{level, method, ablation,
+A component task entry also holds ``gate`` (per who, the capability gate), ``capable`` and ``attribution``
+({method, ig_steps, ranked_on_pairs, measured_on_pairs, completeness: {who: ...}, acdc: {threshold, n_kept,
+n_kept_pruned}, details: {who: ...} (eap-ig-gl+exact: how many edges were measured), second_ablation}). A
+component CIRCUIT (one per selection): ``{level, method, ablation, n_pairs, seed, controls, selection,
+n_edges_total, "N_0.8" | "N_0.9": {who: {edges (after dangling-edge pruning), k (the ranking prefix), fraction,
+bracket}}, "CPR" | "CMD": {who: float}, signal, faithfulness_curve, baseline, top_edges, circuit_nodes, pairs
+(the model's held-out logit differences per measured circuit, for bootstrap intervals), faithfulness_checks
+(completeness and minimality of the N_0.8 circuit), by_ablation (N_0.8 / N_0.9 under each ablation), ood (the
+circuits scored on the task's shifted pairs)}``. A node CIRCUIT: ``{level, method, ablation,
 target_loss, holdout, n_pairs, seed, controls, selection, n_nodes_total, and per who ("model", "random_init",
 "shuffled_labels"): nodes (None: target not reached), edges, fraction, loss (measured at that size; the lowest
 found when not reached), reached, loss_full, loss_empty, bracket, nodes_by_kind, top_nodes, train_pairs,
 heldout_pairs, seconds; with method mask also chosen ({k_coef, lr}), search, active, agreement ({method: eap-ig,
-spearman, overlap, circuit_nodes}); circuit: the model's circuit as node names}``. Every circuit entry carries
+spearman, overlap, circuit_nodes}); circuit: the model's circuit as node names; ood: the model's circuit scored on
+the task's shifted pairs}``. Every circuit entry carries
 its own settings, so a report can mix runs.
 """
 
