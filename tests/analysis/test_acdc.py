@@ -191,3 +191,20 @@ def test_the_task_record_says_how_many_edges_acdc_kept_and_at_which_threshold():
     assert entry["attribution"]["ranked_on_pairs"] == 4
     assert entry["attribution"]["acdc"] == {"threshold": 0.0, "n_kept": {"model": len(NEEDED)},
                                             "n_kept_pruned": {"model": len(NEEDED)}}
+
+
+def test_above_the_exact_budget_the_default_still_recovers_the_planted_circuit():
+    """With a budget below the graph's 9 edges, auto becomes eap-ig-gl+exact: the 5 edges measured exactly rank
+    first, so the needed edges (each with a measured effect) come before every edge of the silent head."""
+    from glassformer.analysis.component.run import analyze_task
+
+    model, graph = _planted()
+    config = AnalysisConfig(ablation="zero", controls=False, size_gated_out=True, exact_max_edges=5,
+                            second_ablation=None)
+    entry = analyze_task("planted", "", make_batch(B=8, T=7), graph, {"model": model}, {"model": None}, config)
+    assert entry["attribution"]["method"] == "eap-ig-gl+exact"
+    assert entry["attribution"]["details"]["model"]["rescored_edges"] == 5
+    names = [name for name, _ in entry["circuits"][0]["top_edges"]["model"]]
+    assert set(names[:len(NEEDED)]) == NEEDED
+    for circuit in entry["circuits"]:
+        assert set(circuit["circuit_nodes"]) <= {"input", "a0.h0", "logits"}, circuit["selection"]
