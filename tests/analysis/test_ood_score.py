@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from test_masks_planted import planted_batch as masks_planted_batch
 from tests_analysis_support import small_config
 
 from glassformer.analysis.component.ablation import writer_means
@@ -100,14 +101,9 @@ A, B, X, Y = 0, 1, 2, 3
 
 
 def planted_batch(n: int, seed: int, name: str = "planted@shifted") -> TaskBatch:
-    """A prompt ending in A calls for X, one ending in B for Y; every other token is filler (4..7)."""
-    gen = torch.Generator().manual_seed(seed)
-    clean = torch.randint(4, V, (n, T), generator=gen)
-    is_a = torch.arange(n) % 2 == 0
-    clean[:, -1] = torch.where(is_a, A, B)
-    corrupt = clean.clone()
-    corrupt[:, -1] = torch.where(is_a, B, A)
-    return TaskBatch(name, clean, corrupt, torch.full((n,), T - 1), torch.where(is_a, X, Y), torch.where(is_a, Y, X))
+    """A prompt ending in A calls for X, one ending in B for Y; every other token is filler (4..7): the pairs
+    of test_masks_planted.py under another name."""
+    return replace(masks_planted_batch(n, seed), task=name)
 
 
 def planted_model(attn_only: bool):

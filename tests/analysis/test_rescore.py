@@ -7,25 +7,15 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tests_analysis_support import VOCAB, make_batch, make_model
+from test_attribution import setup  # noqa: F401  (the same small model, batch and means)
 
-from glassformer.analysis.component.ablation import writer_means
 from glassformer.analysis.component.attribution import eap_ig_gl_exact
 from glassformer.analysis.component.faithfulness import Faithfulness
-from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.component.records import Attribution
 from glassformer.analysis.component.rescore import exact_effects, rescore
 
 
-@pytest.fixture(scope="module")
-def setup():
-    model = make_model()
-    graph = ComponentGraph.from_config(model.cfg)
-    means = writer_means(model, graph, torch.randint(0, VOCAB, (4, 16)))
-    return model, graph, make_batch(B=5, seed=3), means
-
-
-def test_measured_effects_are_the_drops_of_removing_each_chosen_edge(setup):
+def test_measured_effects_are_the_drops_of_removing_each_chosen_edge(setup):  # noqa: F811
     model, graph, batch, means = setup
     edges = torch.tensor([graph.n_edges - 1, 3, graph.n_edges // 2])  # any order, answers in that order
     effects, _ = exact_effects(model, graph, batch, "mean", means, edges, max_tokens=40)  # chunks and replicas
@@ -56,7 +46,7 @@ def test_measured_edges_rank_first_in_measured_order_and_the_rest_keep_their_ord
     assert [abs(estimates[e]) for e in order[len(chosen):]] == [abs(estimates[e]) for e in rest]
 
 
-def test_with_every_edge_measured_it_is_exact_patching(setup):
+def test_with_every_edge_measured_it_is_exact_patching(setup):  # noqa: F811
     model, graph, batch, means = setup
     from glassformer.analysis.component.attribution import attribute
 
