@@ -119,7 +119,7 @@ def null_dirs(tmp_path_factory):
         recording(mp)
         try:
             dirs = {}
-            for seed in (0, 1):
+            for seed in (0, 1, 2, 3):
                 path, loss = train_induction(seed, root / f"seed{seed}")
                 analysed(path, 0, corpus)
                 write_training(path, f"seed{seed}", seed, loss)
@@ -153,4 +153,31 @@ def test_a_model_against_its_own_config_is_not_distinguishable(null_dirs, other)
     report = build_report([null_dirs["seed0"], null_dirs[other]], baseline=null_dirs["seed0"])
     (c,) = report["comparisons"]
     assert c["tasks"] == ["induction"] and c["lo"] is not None and c["resampled"] == "pairs"
+    assert c["interval_method"] == "pairs bootstrap, seed variation not included"
+    assert c["call"] == "not distinguishable", c["reason"]
+    assert "seed-to-seed variation cannot be estimated from one seed" in c["why"]
+
+
+def regrouped(null_dirs, root, groups: dict[str, list[int]]) -> list:
+    """Copies of the trained seeds with training.json naming ``groups`` as variants (the fixture's are shared)."""
+    out = []
+    for variant, seeds in groups.items():
+        for seed in seeds:
+            path = shutil.copytree(null_dirs[f"seed{seed}"], root / f"{variant}-seed{seed}")
+            loss = json.loads((path / "training.json").read_text())["val_loss"]
+            write_training(path, variant, seed, loss)
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("groups", [{"dense": [0, 1], "other": [2, 3]}, {"dense": [0, 1], "other": [2]}],
+                         ids=["2v2", "2v1"])
+def test_two_groups_of_seeds_of_one_config_are_not_distinguishable(null_dirs, tmp_path, groups):
+    """Seeds 0 and 1 as the baseline against seeds 2 and 3 (or seed 2 alone) of the same config: the call is made
+    from the seeds' spread (Welch t over seeds), or not at all from one seed."""
+    dirs = regrouped(null_dirs, tmp_path, groups)
+    (c,) = build_report(dirs, baseline=dirs[0])["comparisons"]
+    assert c["tasks"] == ["induction"] and c["seeds"] == groups["other"] and c["baseline_seeds"] == [0, 1]
+    assert c["interval_method"] == ("welch-t over seeds" if len(groups["other"]) > 1 else
+                                    "pairs bootstrap, seed variation not included")
     assert c["call"] == "not distinguishable", c["reason"]
