@@ -2,8 +2,8 @@
 groups of seeds share one config (the null), and how often it calls a planted 2x or 4x difference the right way.
 
 The setting of the engineer's scratch study (fpr.py): each model's (seed's) log N_0.8 on a task is the task's
-level, plus a seed effect shared across tasks (sd ``--sigma`` 0.17 in the log: the spread of the induction models
-of tests/analysis/test_verdict_null.py), plus a measurement noise per task and seed (sd ``--tau`` 0.03 on a
+level, plus a seed effect shared across tasks (sd ``--sigma`` 0.17 in the log, the scratch study's value; the
+four induction models of tests/analysis/test_verdict_null.py, 250 steps, spread 0.29: try ``--sigma 0.34``), plus a measurement noise per task and seed (sd ``--tau`` 0.03 on a
 seed's geometric mean over the tasks, so ``tau * sqrt(n_tasks)`` per task: what resampling held-out pairs moves a
 size by); the variant's sizes are the baseline's times the planted factor.
 

@@ -25,8 +25,8 @@ interval the call uses is the 95% Welch t interval of that difference of means (
 
 Why: the pairs bootstrap of :mod:`.intervals` resamples a task's held-out pairs (and seeds where a side has
 several) but holds each trained model, and so its circuit ranking, fixed. Two groups of seeds of the *same*
-config then differ by more than it allows: simulated with the induction models' seed spread (0.17 in the log)
-and pair noise 0.03 (``benchmarks/verdict_fpr.py``, 10000 comparisons a row), the old rule (bootstrap interval
+config then differ by more than it allows: simulated with a seed spread of 0.17 in the log and pair noise 0.03
+(``benchmarks/verdict_fpr.py``, 10000 comparisons a row), the old rule (bootstrap interval
 excluding 1 and ratio outside the baseline's spread) called such a null "smaller" or "larger" 41% of the time
 with two baseline seeds against one, 25% at two against two, 10% at three against three. The rule above calls
 it 0% at one variant seed, 2.1% at 2v2, 3.6% at 3v3, 2.3% at 4v4, 0.9% at 5v5 (at most the nominal 5%), and

@@ -53,7 +53,9 @@ def test_decide_follows_the_rule_of_the_docstring():
                        ((1, 1), "the variant and the baseline have")]:
         call, why = decide(0.3, 0.2, 0.4, spread, seeds)  # an interval far below 1: still no call
         assert call == "not distinguishable" and why.startswith(f"{who} one seed")
-        assert "seed-to-seed variation cannot be estimated from one seed" in why and "excludes 1" in why
+        assert "seed-to-seed variation cannot be estimated from one seed" in why
+        assert "(the pairs-bootstrap interval, which does not include seed variation, excludes 1)" in why
+    assert "no pairs-bootstrap interval either" in decide(0.3, None, None, None, (1, 1))[1]
 
 
 def test_a_planted_difference_is_called_real_with_its_direction(tmp_path):
