@@ -13,8 +13,13 @@ What is resampled (``RESAMPLED``):
 - **Seeds, where a variant has several models** (a two-level bootstrap): each resample also draws the variant's
   seeds with replacement, and a task's log size is the mean over the drawn seeds.
 
-Sizes are floored at 1 before the log (a zero-edge circuit cannot be averaged geometrically). Intervals are
-percentile intervals of ``N_BOOT`` resamples from a seeded numpy generator (geometric means and ratios
+These intervals hold each trained model fixed: they do not cover how the model, and with it the circuit's
+ranking, changes with the training seed, so the verdict does not call a difference from them (they are reported
+beside it). The call's interval is :func:`welch_interval` on :func:`seed_logs`: seeds are the unit of
+replication there (:mod:`.verdict`).
+
+Sizes are floored at 1 before the log (a zero-edge circuit cannot be averaged geometrically). Bootstrap intervals
+are percentile intervals of ``N_BOOT`` resamples from a seeded numpy generator (geometric means and ratios
 interpolated in the log): the same input gives the same interval. An interval is None where nothing can be
 resampled: no per-pair records (analyses made before them, and node-level circuits, which have none) and a
 single seed.
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 N_BOOT = 1000
 CONFIDENCE = 0.95
@@ -247,6 +253,62 @@ def geomean(sizes: list[float]) -> float | None:
         (4.0, None)
     """
     return float(math.exp(np.mean(_log(np.asarray(sizes, dtype=float))))) if sizes else None
+
+
+def seed_logs(subjects: list[Subject], tasks: list[str]) -> np.ndarray:
+    """(S,) each model's (seed's) mean log size over ``tasks``, sizes floored at 1: the log of its geometric mean.
+    The mean of these over seeds is the mean over tasks of the seed-averaged log sizes, since every model holds
+    every task of a comparison, so differences of their means are the log of the paired ratio.
+
+    Example:
+        >>> [round(float(x), 6) for x in seed_logs([Subject("a", {"t": 4.0, "u": 16.0}, {})], ["t", "u"])]
+        [2.079442]
+    """
+    return np.array([np.mean([_log(s.sizes[t]) for t in tasks]) for s in subjects], dtype=float)
+
+
+def welch_interval(a: Any, b: Any, confidence: float = CONFIDENCE) -> dict[str, float] | None:
+    """The Welch t interval of mean(a) - mean(b): ``{"diff", "lo", "hi", "df"}`` (df by Welch-Satterthwaite).
+    None when a side has fewer than two values (its variance cannot be estimated) or every value of both sides
+    is the same (no variance: df is 0/0).
+
+    Example:
+        >>> w = welch_interval([1.0, 3.0], [0.0, 0.0, 0.0])  # se 1, df 1, t(0.975, 1) = 12.706
+        >>> [round(w[k], 3) for k in ("diff", "lo", "hi", "df")]
+        [2.0, -10.706, 14.706, 1.0]
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(va + vb)
+    diff = float(a.mean() - b.mean())
+    return {"diff": diff, "lo": diff - half, "hi": diff + half, "df": float(df)}
+
+
+def seed_ratio(variant: list[Subject], base: list[Subject], tasks: list[str], confidence: float = CONFIDENCE
+               ) -> dict[str, float | None]:
+    """``{"ratio", "lo", "hi", "df"}``: the size ratio of ``variant`` to ``base`` over ``tasks`` and its Welch t
+    interval over seeds (:func:`welch_interval` on :func:`seed_logs`, back on the ratio scale); lo, hi and df
+    None where it is undefined (fewer than two seeds a side, no spread at all, or no task).
+
+    Example:
+        >>> v = [Subject(k, {"t": x}, {}) for k, x in (("v0", 5.0), ("v1", 20.0))]
+        >>> b = [Subject(k, {"t": x}, {}) for k, x in (("b0", 10.0), ("b1", 40.0))]
+        >>> r = seed_ratio(v, b, ["t"])  # logs differ by ln 2 within each side: se ln 2, df 2
+        >>> round(r["ratio"], 6), round(r["df"], 6), r["lo"] < 0.5 * math.exp(-4.3 * math.log(2)) < 1 < r["hi"]
+        (0.5, 2.0, True)
+    """
+    out: dict[str, float | None] = {"ratio": None, "lo": None, "hi": None, "df": None}
+    if not tasks:
+        return out
+    v, b = seed_logs(variant, tasks), seed_logs(base, tasks)
+    out["ratio"] = math.exp(float(v.mean() - b.mean()))
+    w = welch_interval(v, b, confidence)
+    if w is not None:
+        out.update(lo=math.exp(w["lo"]), hi=math.exp(w["hi"]), df=w["df"])
+    return out
 
 
 def seed_spread(subjects: list[Subject], tasks: list[str]) -> list[float] | None:

@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glassformer.analysis.report.intervals import Bootstrap, PairRecord, Subject, seed_spread, size_at
+from glassformer.analysis.report.intervals import (
+    Bootstrap,
+    PairRecord,
+    Subject,
+    seed_logs,
+    seed_ratio,
+    seed_spread,
+    size_at,
+    welch_interval,
+)
 
 EDGES = [*range(0, 161), 400]
 """Circuit sizes measured along a planted ranking: every size up to 160 edges, then the whole 400-edge graph."""
@@ -240,3 +249,58 @@ def test_bad_bootstrap_settings_are_refused_by_name():
         Bootstrap(n_boot=1)
     with pytest.raises(ValueError, match="confidence=1.5 is not allowed"):
         Bootstrap(confidence=1.5)
+
+
+# --- the Welch t interval over seeds (the verdict's call) --------------------------------------------------------
+
+
+def test_the_welch_interval_matches_hand_computed_cases():
+    # a = [1, 3], b = [0, 2]: means 2 and 1, diff 1; each sample variance 2, over n = 2 gives 1; se = sqrt(2).
+    # df = (1 + 1)^2 / (1^2 / 1 + 1^2 / 1) = 2. For 2 df the t quantile has a closed form,
+    # t_p = (2p - 1) / sqrt(2p(1 - p)) = 0.95 / sqrt(0.04875) = 4.3026527; half width 4.3026527 * 1.4142136 =
+    # 6.0848698, so the interval is 1 -/+ 6.0848698.
+    w = welch_interval([1.0, 3.0], [0.0, 2.0])
+    assert w == pytest.approx({"diff": 1.0, "lo": -5.0848698, "hi": 7.0848698, "df": 2.0}, abs=1e-6)
+    # a = [1, 3] (variance over n: 1), b = [5, 5, 5] (none): df = 1^2 / (1^2 / 1 + 0) = 1, where t is Cauchy:
+    # t_0.975 = tan(0.475 pi) = 12.7062047; diff 2 - 5 = -3, se 1.
+    w = welch_interval([1.0, 3.0], [5.0, 5.0, 5.0])
+    assert w == pytest.approx({"diff": -3.0, "lo": -15.7062047, "hi": 9.7062047, "df": 1.0}, abs=1e-6)
+    # a = [1, 3] (1), b = [0, 2, 4]: sample variance 8 / 2 = 4, over n = 3 gives 4/3; se^2 = 7/3;
+    # df = (7/3)^2 / (1 + (4/3)^2 / 2) = (49/9) / (17/9) = 49/17 = 2.8823529, between 2 and 3 df, so the half
+    # width lies between t(0.975, 3) * sqrt(7/3) = 3.1824 * 1.5275 = 4.861 and t(0.975, 2) * 1.5275 = 6.572.
+    w = welch_interval([1.0, 3.0], [0.0, 2.0, 4.0])
+    assert w["df"] == pytest.approx(49 / 17) and w["diff"] == 0.0 and w["lo"] == -w["hi"]
+    assert 4.861 < w["hi"] < 6.572
+    # Fewer than two values a side: no variance to estimate; no spread anywhere: df is 0/0.
+    assert welch_interval([1.0], [0.0, 2.0]) is None and welch_interval([1.0, 3.0], [2.0]) is None
+    assert welch_interval([2.0, 2.0], [1.0, 1.0, 1.0]) is None
+
+
+def test_the_seed_ratio_is_the_welch_interval_of_each_seeds_log_geometric_mean():
+    """Seeds whose mean log sizes over two tasks are 2 and 4 (variant) and 1 and 3 (baseline): the hand case
+    [1, 3] against [0, 2] above shifted by 1, so the ratio is e^1 and the interval e^-5.0848698 to e^7.0848698."""
+    e = math.exp
+    v = [Subject("v0", {"t": e(1.5), "u": e(2.5)}, {}), Subject("v1", {"t": e(3.5), "u": e(4.5)}, {})]
+    b = [Subject("b0", {"t": e(0.5), "u": e(1.5)}, {}), Subject("b1", {"t": e(2.5), "u": e(3.5)}, {})]
+    assert seed_logs(v, ["t", "u"]).tolist() == pytest.approx([2.0, 4.0])
+    r = seed_ratio(v, b, ["t", "u"])
+    assert r == pytest.approx({"ratio": e(1.0), "lo": e(-5.0848698), "hi": e(7.0848698), "df": 2.0}, rel=1e-6)
+    # One variant seed (log 2) against the baseline's mean log 2: the ratio 1, and no interval.
+    assert seed_ratio(v[:1], b, ["t", "u"]) == {"ratio": pytest.approx(1.0), "lo": None, "hi": None, "df": None}
+    assert seed_ratio(v, b, []) == {"ratio": None, "lo": None, "hi": None, "df": None}
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 4), st.lists(st.integers(2, 4), min_size=2, max_size=2), st.integers(0, 2**16))
+def test_the_seed_ratio_keeps_the_paired_per_task_ratio(n_tasks, n_seeds, seed):
+    """The point the Welch interval is centred on (difference of the seeds' mean log geometric means) is the
+    paired statistic: the geometric mean over tasks of each task's ratio of seed-averaged sizes, by a hand loop."""
+    gen = np.random.default_rng(seed)
+    tasks = [f"t{i}" for i in range(n_tasks)]
+    v, b = ([Subject(f"{side}{k}", {t: float(gen.integers(1, 500)) for t in tasks}, {}) for k in range(n)]
+            for side, n in zip("vb", n_seeds, strict=True))
+    per_task = [sum(math.log(s.sizes[t]) for s in v) / len(v) - sum(math.log(s.sizes[t]) for s in b) / len(b)
+                for t in tasks]
+    by_hand = math.exp(sum(per_task) / n_tasks)
+    assert seed_ratio(v, b, tasks)["ratio"] == pytest.approx(by_hand, rel=1e-12)
+    assert Bootstrap(n_boot=2).ratio(("v", v), ("b", b), tasks)["ratio"] == pytest.approx(by_hand, rel=1e-12)

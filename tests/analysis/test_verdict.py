@@ -6,13 +6,18 @@ gate of both sides, and the baseline is matched by steps and by validation loss 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_intervals import model_dir, planted_tasks, task_entry
 from test_report import unexplained_numbers
 
 from glassformer.analysis.report import build_report, validate_report, write_report
-from glassformer.analysis.report.verdict import decide
+from glassformer.analysis.report.intervals import Bootstrap
+from glassformer.analysis.report.verdict import ReportStats, comparison, decide
 
 N_BOOT = 400
 SIZES = {"a": 40.0, "b": 24.0, "c": 60.0, "d": 30.0}
@@ -36,35 +41,106 @@ def only(report, level="component", matched="steps", variant=None):
 
 
 def test_decide_follows_the_rule_of_the_docstring():
-    spread = [0.8, 1.25]
-    assert decide(0.3, 0.2, 0.4, spread)[0] == "smaller"
-    assert decide(3.0, 2.0, 4.0, spread)[0] == "larger"
-    assert decide(0.3, 0.2, 1.1, spread)[0] == "not distinguishable"  # the interval holds 1
-    assert decide(0.9, 0.85, 0.95, spread)[0] == "not distinguishable"  # inside the seed spread
-    assert decide(3.0, 2.0, 4.0, None)[0] == "not distinguishable"  # spread unknown
-    assert decide(3.0, None, None, spread)[0] == "not distinguishable"  # no interval
-    assert decide(None, None, None, spread)[0] == "not distinguishable"  # no task
+    spread, enough = [0.8, 1.25], (3, 3)
+    assert decide(0.3, 0.2, 0.4, spread, enough)[0] == "smaller"
+    assert decide(3.0, 2.0, 4.0, spread, enough)[0] == "larger"
+    assert decide(0.3, 0.2, 1.1, spread, enough)[0] == "not distinguishable"  # the interval holds 1
+    assert decide(0.9, 0.85, 0.95, spread, enough)[0] == "not distinguishable"  # inside the seed spread
+    assert decide(1.1, 1.05, 1.2, spread, enough)[0] == "not distinguishable"  # inside it, above 1
+    assert decide(3.0, None, None, spread, enough)[0] == "not distinguishable"  # no interval
+    assert decide(None, None, None, spread, enough)[0] == "not distinguishable"  # no task
+    for seeds, who in [((1, 3), "the variant has"), ((3, 1), "the baseline has"),
+                       ((1, 1), "the variant and the baseline have")]:
+        call, why = decide(0.3, 0.2, 0.4, spread, seeds)  # an interval far below 1: still no call
+        assert call == "not distinguishable" and why.startswith(f"{who} one seed")
+        assert "seed-to-seed variation cannot be estimated from one seed" in why
+        assert "(the pairs-bootstrap interval, which does not include seed variation, excludes 1)" in why
+    assert "no pairs-bootstrap interval either" in decide(0.3, None, None, None, (1, 1))[1]
 
 
 def test_a_planted_difference_is_called_real_with_its_direction(tmp_path):
-    """Two baseline seeds 10% apart; the variant's circuits a quarter of the size in both of its seeds."""
-    dense = variant_dirs(tmp_path, "dense", [SIZES, scaled(1.1)])
-    sparse = variant_dirs(tmp_path, "sparse", [scaled(0.25), scaled(0.27)], val_loss=5.2)
+    """Three baseline seeds within 10% of each other; the variant's circuits a quarter of the size in all three
+    of its seeds."""
+    dense = variant_dirs(tmp_path, "dense", [SIZES, scaled(1.1), scaled(0.95)])
+    sparse = variant_dirs(tmp_path, "sparse", [scaled(0.25), scaled(0.27), scaled(0.26)], val_loss=5.2)
     report = build_report([*dense, *sparse], n_boot=N_BOOT)
     validate_report(report)
     c = only(report)
-    assert c["call"] == "smaller" and c["ratio"] < c["hi"] < 1 and c["ratio"] < c["seed_spread"][0]
-    assert c["tasks"] == list(SIZES) and c["seeds"] == [0, 1] and c["baseline_seeds"] == [0, 1]
-    assert c["resampled"] == "pairs and seeds" and c["capability_matched"] is False
-    assert c["loss_gap"] == pytest.approx(0.2)
+    assert c["call"] == "smaller" and c["lo"] < c["ratio"] < c["hi"] < 1 and c["ratio"] < c["seed_spread"][0]
+    assert c["interval_method"] == "welch-t over seeds" and 2 <= c["df"] <= 4  # Welch: between min(n) - 1, sum
+    assert c["pairs_lo"] < c["ratio"] < c["pairs_hi"] < 1 and c["resampled"] == "pairs and seeds"
+    assert c["tasks"] == list(SIZES) and c["seeds"] == [0, 1, 2] and c["baseline_seeds"] == [0, 1, 2]
+    assert c["capability_matched"] is False and c["loss_gap"] == pytest.approx(0.2)
     assert 0.2 < c["ratio"] < 0.3
     assert "Call: smaller" in c["reason"] and f"{1 / c['ratio']:.2f}x smaller" in c["reason"]
+    assert f"Welch t interval over seeds {c['lo']:.3f} to {c['hi']:.3f}, {c['df']:.2f} df" in c["reason"]
     assert c["fold"] == pytest.approx(1 / c["ratio"])
     assert report["verdict"]["rows"][0]["calls"] == {"component": {"steps": "smaller"}}
     assert c["reason"] in report["verdict"]["text"]
     variants = {v["variant"]: v for v in report["variants"]}
-    assert variants["dense"]["seeds"] == [0, 1] and variants["dense"]["levels"]["component"]["n_tasks"] == 4
+    assert variants["dense"]["seeds"] == [0, 1, 2] and variants["dense"]["levels"]["component"]["n_tasks"] == 4
     assert variants["sparse"]["val_loss"]["min"] == pytest.approx(5.2)
+
+
+def sized(name: str, variant: str, seed: int, sizes: dict[str, float]) -> dict:
+    """A report's model record with just what a node-level comparison reads: each task usable, at its size."""
+    return {"name": name, "variant": variant, "seed": seed, "val_loss": 5.0, "training": {"steps": 100},
+            "sizes": {"node": {}},
+            "tasks": [{"name": t, "status": "ok", "circuits": {"node": {
+                "size": {"model": x}, "signal": {"model": True}, "gate": {"model": {"passed": True}}}}}
+                for t, x in sizes.items()]}
+
+
+FLIP = {"smaller": "larger", "larger": "smaller", "not distinguishable": "not distinguishable"}
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.sampled_from([1 / 8, 1 / 2, 1.0, 2.0, 8.0]),
+       st.sampled_from([0.02, 0.3]), st.integers(0, 2**16))
+def test_swapping_variant_and_baseline_inverts_the_ratio_and_the_interval_and_flips_the_call(
+        n_v, n_b, n_tasks, factor, noise, seed):
+    gen = np.random.default_rng(seed)
+    tasks = [f"t{i}" for i in range(n_tasks)]
+
+    def side(variant, n, f):
+        return [sized(f"{variant}{k}", variant, k, {t: 50 * f * math.exp(noise * gen.standard_normal())
+                                                     for t in tasks}) for k in range(n)]
+
+    v, b = side("v", n_v, factor), side("b", n_b, 1.0)
+    stats = ReportStats(Bootstrap(n_boot=20), {})
+    there, back = (comparison(x, y, {}, "node", "steps", stats) for x, y in ((v, b), (b, v)))
+    assert back["ratio"] == pytest.approx(1 / there["ratio"], rel=1e-9)
+    assert back["df"] == (None if there["df"] is None else pytest.approx(there["df"], rel=1e-9))
+    if there["lo"] is None:
+        assert back["lo"] is None and back["hi"] is None
+    else:
+        assert (back["lo"], back["hi"]) == (pytest.approx(1 / there["hi"], rel=1e-9),
+                                            pytest.approx(1 / there["lo"], rel=1e-9))
+    # The spread condition reads the baseline's own seed spread, which a swap exchanges for the variant's: the
+    # call flips exactly when the ratio lies outside both; otherwise one direction may fall within its spread.
+    spreads = [c["seed_spread"] for c in (there, back)]
+    if all(s is None or not s[0] <= there["ratio"] <= s[1] for s in spreads):
+        assert back["call"] == FLIP[there["call"]]
+    else:
+        assert "not distinguishable" in (there["call"], back["call"])
+        for c in (there, back):  # a call that is made still goes the way of its own ratio
+            assert c["call"] == "not distinguishable" or (c["call"] == "smaller") == (c["ratio"] < 1)
+    if min(n_v, n_b) > 1 and noise < 0.1 and factor != 1.0:  # eightfold or twofold with 2% seed noise: called
+        assert there["call"] == ("smaller" if factor < 1 else "larger") and back["call"] == FLIP[there["call"]]
+
+
+def test_one_variant_seed_against_two_baseline_seeds_is_not_called(tmp_path):
+    """The case the pairs-bootstrap rule got wrong 41% of the time on the null: one variant seed, planted 4x
+    smaller, with a pairs interval far below 1 and outside the baseline's spread, is still not called."""
+    dense = variant_dirs(tmp_path, "dense", [SIZES, scaled(1.1)])
+    (sparse,) = variant_dirs(tmp_path, "sparse", [scaled(0.25)])
+    c = only(build_report([*dense, sparse], n_boot=N_BOOT))
+    assert c["pairs_hi"] < 1 and c["ratio"] < c["seed_spread"][0]
+    assert c["interval_method"] == "pairs bootstrap, seed variation not included" and c["df"] is None
+    assert (c["lo"], c["hi"]) == (c["pairs_lo"], c["pairs_hi"])
+    assert c["call"] == "not distinguishable"
+    assert "the variant has one seed, and seed-to-seed variation cannot be estimated from one seed" in c["reason"]
+    assert "which does not include seed variation" in c["reason"]
 
 
 @pytest.mark.parametrize(("base", "factor", "control", "call"), [(0.2, 5.0, 1 / 3, "larger"),
@@ -77,7 +153,7 @@ def test_the_direction_cases_the_old_rule_got_wrong(tmp_path, base, factor, cont
         return [model_dir(tmp_path / f"{variant}{k}", {
             name: task_entry(rec["circuits"][0]["pairs"]["model"], controls={"random_init": 20 * ctrl})
             for name, rec in planted_tasks(scaled(base * f * (1 + 0.05 * k)), seed=10 * k + len(variant)).items()},
-            variant=variant, seed=k, val_loss=5.0) for k in range(2)]
+            variant=variant, seed=k, val_loss=5.0) for k in range(3)]
 
     report = build_report([*dirs("dense", 1.0, 1.0), *dirs("constrained", factor, control)], n_boot=N_BOOT)
     c = only(report)
@@ -87,20 +163,25 @@ def test_the_direction_cases_the_old_rule_got_wrong(tmp_path, base, factor, cont
 
 
 def test_a_difference_within_the_baselines_seed_spread_is_not_called(tmp_path):
-    """The baseline's two seeds differ 3x; the variant is 2x smaller, with a tight interval below 1."""
-    dense = variant_dirs(tmp_path, "dense", [scaled(0.6), scaled(1.8)])
-    sparse = variant_dirs(tmp_path, "sparse", [scaled(0.5), scaled(0.52)])
+    """Four baseline seeds spread 3.3x end to end (log offsets -0.6, -0.2, 0.2, 0.6); three variant seeds close
+    together e (2.7x) below the baseline's middle. Welch: the baseline's log sd is sqrt(0.8 / 3) = 0.52, its
+    standard error 0.26, t(0.975, ~3 df) = 3.18, so the interval's top is about e^(-1 + 0.82) = 0.84 and excludes
+    1; but the ratio, about e^-1 = 0.37, lies within the spread, whose bottom is e^-1.2 = 0.30."""
+    dense = variant_dirs(tmp_path, "dense", [scaled(math.exp(x)) for x in (-0.6, -0.2, 0.2, 0.6)])
+    sparse = variant_dirs(tmp_path, "sparse", [scaled(math.exp(-1.0) * f) for f in (1.0, 1.01, 0.99)])
     c = only(build_report([*dense, *sparse], n_boot=N_BOOT))
-    assert c["hi"] < 1 and c["seed_spread"][0] < c["ratio"]
+    assert c["interval_method"] == "welch-t over seeds" and c["hi"] < 1 and c["seed_spread"][0] < c["ratio"]
     assert c["call"] == "not distinguishable" and "within the baseline's seed-to-seed spread" in c["why"]
 
 
-def test_with_one_baseline_seed_nothing_is_called(tmp_path):
+def test_with_one_seed_a_side_nothing_is_called(tmp_path):
     dense = variant_dirs(tmp_path, "dense", [SIZES])
     sparse = variant_dirs(tmp_path, "sparse", [scaled(0.25)])
     c = only(build_report([*dense, *sparse], n_boot=N_BOOT))
     assert c["hi"] < 1 and c["seed_spread"] is None and c["resampled"] == "pairs"
-    assert c["call"] == "not distinguishable" and "the baseline has one seed" in c["reason"]
+    assert c["interval_method"] == "pairs bootstrap, seed variation not included" and c["df"] is None
+    assert c["call"] == "not distinguishable"
+    assert "the variant and the baseline have one seed, and seed-to-seed variation cannot be estimated" in c["reason"]
 
 
 def test_tasks_are_those_both_sides_pass_the_gate_on_and_the_rest_are_listed(tmp_path):
@@ -172,7 +253,8 @@ def test_an_analysis_made_before_per_pair_records_loads_with_no_interval(tmp_pat
     assert all(t["circuits"]["component"]["interval"] is None for t in report["models"][0]["tasks"])
     c = only(report)
     assert c["ratio"] == pytest.approx(1.0) and c["lo"] is None and c["call"] == "not distinguishable"
-    assert "there is no interval" in c["reason"]
+    assert c["interval_method"] is None and c["pairs_lo"] is None
+    assert "one seed" in c["reason"] and "there is no pairs-bootstrap interval either" in c["reason"]
 
 
 def test_every_number_of_the_verdict_is_a_number_of_report_json(tmp_path):
@@ -270,4 +352,8 @@ def test_node_level_intervals_come_from_seeds_only(tmp_path):
     c = only(report, level="node")
     assert c["lo"] is None and c["call"] == "not distinguishable" and c["seed_spread"] == pytest.approx([0.5, 2.0])
     c = only(build_report([*dense, *tc], n_boot=N_BOOT), level="node")
-    assert c["resampled"] == "seeds" and c["hi"] < 1 and c["ratio"] == pytest.approx(120 ** (1 / 3) / 200 ** 0.5)
+    assert c["resampled"] == "seeds" and c["pairs_hi"] < 1 and c["ratio"] == pytest.approx(120 ** (1 / 3) / 200 ** 0.5)
+    # Without per-pair records the call still gets its Welch interval over seeds: here two baseline seeds 2x apart
+    # leave about 1.2 df, and the interval holds 1 though the variant's three seeds are all below both.
+    assert c["interval_method"] == "welch-t over seeds" and c["lo"] < 1 < c["hi"] and 1 < c["df"] < 2
+    assert c["call"] == "not distinguishable" and c["why"] == "the interval includes 1"
