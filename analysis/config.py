@@ -24,7 +24,13 @@ from typing import Any
 from glassformer.analysis.common import check_choice
 from glassformer.analysis.component.ablation import ABLATIONS
 from glassformer.analysis.component.acdc import DEFAULT_ACDC_THRESHOLD, check_threshold
-from glassformer.analysis.component.attribution import AUTO, DEFAULT_IG_STEPS, EXACT_MAX_EDGES, METHODS
+from glassformer.analysis.component.attribution import (
+    AUTO,
+    DEFAULT_IG_STEPS,
+    EXACT_MAX_EDGES,
+    METHODS,
+    RESCORE_EDGES,
+)
 from glassformer.analysis.component.checks import DEFAULT_SUBSETS
 from glassformer.analysis.component.circuits import SELECTIONS
 from glassformer.analysis.node.circuits import NODE_METHODS
@@ -32,7 +38,7 @@ from glassformer.analysis.node.graph import NODE_ABLATIONS
 from glassformer.analysis.node.masks import DEFAULT_ARTEFACT_MARGIN, DEFAULT_TARGET_MARGIN, MaskConfig
 from glassformer.analysis.tasks import TASKS
 
-COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-gl above"}
+COMPONENT_METHODS: dict[str, Any] = {**METHODS, AUTO: "exact up to exact_max_edges edges, eap-ig-gl+exact above"}
 METHODS_BY_LEVEL: dict[str, dict[str, Any]] = {"component": COMPONENT_METHODS, "node": NODE_METHODS}
 ABLATIONS_BY_LEVEL: dict[str, dict[str, str]] = {"component": ABLATIONS, "node": NODE_ABLATIONS}
 DEFAULT_METHOD = {"component": AUTO, "node": "mask"}
@@ -61,7 +67,7 @@ class AnalysisConfig:
     method: str | None = None
     """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl, eap-ig-act, eap-ig-gl+exact or acdc;
     node: mask, eap-ig or eap. None: the level's default (auto for components: exact patching up to
-    ``exact_max_edges`` edges, eap-ig-gl+exact above: converged eap-ig-gl whose top ``exact_max_edges`` edges are
+    ``exact_max_edges`` edges, eap-ig-gl+exact above: converged eap-ig-gl whose top ``rescore_edges`` edges are
     then measured exactly; mask for nodes)."""
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
@@ -88,7 +94,11 @@ class AnalysisConfig:
     """Integration steps of EAP-IG (component and node level). None: the method's default (component: 12 for
     eap-ig-gl and eap-ig-act, 5 for eap-ig, resolved with the graph and recorded per task; node: 5)."""
     exact_max_edges: int = EXACT_MAX_EDGES
-    """component, method auto: graphs with at most this many edges get exact patching, larger ones eap-ig-gl."""
+    """component, method auto: graphs with at most this many edges get exact patching, larger ones
+    eap-ig-gl+exact."""
+    rescore_edges: int = RESCORE_EDGES
+    """component, method eap-ig-gl+exact (auto above ``exact_max_edges``): how many of EAP-IG-GL's top edges are
+    then measured by exact patching (one forward of the pairs each)."""
     acdc_threshold: float = DEFAULT_ACDC_THRESHOLD
     """component, method acdc: an edge is removed when its removal raises the KL divergence of the last-position
     next-token distribution from the model's by at most this (nats, mean over pairs); 0 keeps every edge that
@@ -153,7 +163,7 @@ class AnalysisConfig:
             check_choice("selections", s, SELECTIONS)
         if self.ig_steps is None and self.level == "node":
             self.ig_steps = DEFAULT_IG_STEPS
-        for name in ("n_pairs", "corpus_windows", "exact_max_edges", *(("ig_steps",) if self.ig_steps is not None
+        for name in ("n_pairs", "corpus_windows", "exact_max_edges", "rescore_edges", *(("ig_steps",) if self.ig_steps is not None
                                                                        else ())):
             _positive_int(name, getattr(self, name))
         check_threshold(self.acdc_threshold)

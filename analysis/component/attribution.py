@@ -21,8 +21,8 @@ MIB's right Riemann sum: its input identity holds to a few percent at 12 points 
 20-70%. A complete estimate still ranks edges wrongly: on the ``tiny`` model its N_0.8 was 2-9x exact patching's
 with the identity holding to 1-6% (benchmarks/RESULTS.md). So ``auto`` (the default, :func:`resolve_method`) runs
 exact patching where the graph has at most ``exact_max_edges`` edges, and above that ``eap-ig-gl+exact``:
-EAP-IG-GL ranks every edge, then its top ``exact_max_edges`` are measured by exact patching and rank first by their
-measured effects (:mod:`.rescore`), so the budget of measured edges is the same on every graph.
+EAP-IG-GL ranks every edge, then its top ``rescore_edges`` (``RESCORE_EDGES``) are measured by exact patching and
+rank first by their measured effects (:mod:`.rescore`).
 
 Example:
     >>> sorted(METHODS)
@@ -59,6 +59,11 @@ trained models measured is 0.0-6.9% (benchmarks/RESULTS.md)."""
 EXACT_MAX_EDGES = 1200
 """``auto`` runs exact patching on graphs with at most this many edges: up to there exact patching costs about a
 minute per task and subject on one CPU thread (1108 edges: 62 s; 1519 edges: 148 s; benchmarks/RESULTS.md)."""
+RESCORE_EDGES = 200
+"""``eap-ig-gl+exact`` measures this many of EAP-IG-GL's top edges exactly. On the tiny model 200 (of 479) was the
+smallest of 25/50/100/200 that recovered exact patching's N_0.8 on every capable task (benchmarks/RESULTS.md). Each
+measured edge costs a forward of the task's pairs, so the cost grows with the model: on a GPT-2-small-shaped
+graph it dominates the run (benchmarks/RESULTS.md)."""
 QUADRATURE = "gauss-legendre"
 """How eap-ig-act places its ``ig_steps`` points on [0, 1] (see :func:`quadrature`; eap-ig-gl always uses
 Gauss-Legendre)."""
@@ -169,7 +174,7 @@ def eap_ig_gl(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str
 
 
 def eap_ig_gl_exact(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str,
-                    means: Tensor | None = None, *, ig_steps: int = GL_IG_STEPS, rescore_edges: int = EXACT_MAX_EDGES,
+                    means: Tensor | None = None, *, ig_steps: int = GL_IG_STEPS, rescore_edges: int = RESCORE_EDGES,
                     max_tokens: int | None = None, **_: Any) -> Attribution:
     """EAP-IG-GL over every edge, then exact patching of its top ``rescore_edges`` (:mod:`.rescore`): the default
     above the exact-patching budget. The record's
@@ -257,7 +262,7 @@ METHODS: dict[str, Method] = {
                "model"),
         Method("acdc", acdc, "ACDC: edges pruned one by one, logits first, while KL to the model rises <= tau"),
         Method("eap-ig-gl+exact", eap_ig_gl_exact, "EAP-IG-GL over every edge, then exact patching of its top "
-               "exact_max_edges edges (they rank first, by their measured effects)"),
+               "rescore_edges edges (they rank first, by their measured effects)"),
     )
 }
 AUTO = "auto"

@@ -80,14 +80,14 @@ def settings_record(config: AnalysisConfig) -> dict[str, Any]:
     Example:
         >>> from glassformer.analysis.config import AnalysisConfig
         >>> settings_record(AnalysisConfig())["method_rule"]
-        'exact if n_edges <= 1200, else eap-ig-gl with 12 steps and its top 1200 edges measured exactly'
+        'exact if n_edges <= 1200, else eap-ig-gl with 12 steps and its top 200 edges measured exactly'
     """
     steps, rule = None, None
     if config.method != AUTO:
         steps = method_steps(config.method, config.ig_steps)
     else:
         rule = (f"exact if n_edges <= {config.exact_max_edges}, else eap-ig-gl with "
-                f"{config.ig_steps or GL_IG_STEPS} steps and its top {config.exact_max_edges} edges measured exactly")
+                f"{config.ig_steps or GL_IG_STEPS} steps and its top {config.rescore_edges} edges measured exactly")
     return {"selections": list(config.selections), "ig_steps": steps, "method_rule": rule,
             "completeness_tolerance": COMPLETENESS_TOLERANCE,
             "metric": "logit_diff", "grid_percent": list(GRID_PERCENT), "thresholds": list(THRESHOLDS)}
@@ -271,7 +271,7 @@ def _size_subject(name: str, who: str, model: Any, batch: TaskBatch, means: Any,
     method, steps = record["method"], record["ig_steps"]
     train, heldout = split_pairs(batch, config.holdout)
     extra = {"acdc": {"acdc_threshold": config.acdc_threshold},
-             "eap-ig-gl+exact": {"rescore_edges": config.exact_max_edges}}.get(method, {})
+             "eap-ig-gl+exact": {"rescore_edges": config.rescore_edges}}.get(method, {})
     att = attribute(method, model, graph, train, ablation, means, ig_steps=steps, **extra)
     record["completeness"][who] = done = completeness(att, Faithfulness(model, graph, train, ablation, means))
     check_completeness(done, f"task {name!r}, subject {who!r}, {ablation} ablation")

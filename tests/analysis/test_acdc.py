@@ -199,8 +199,8 @@ def test_above_the_exact_budget_the_default_still_recovers_the_planted_circuit()
     from glassformer.analysis.component.run import analyze_task
 
     model, graph = _planted()
-    config = AnalysisConfig(ablation="zero", controls=False, size_gated_out=True, exact_max_edges=5,
-                            second_ablation=None)
+    config = AnalysisConfig(ablation="zero", controls=False, size_gated_out=True, exact_max_edges=8,
+                            rescore_edges=5, second_ablation=None)
     entry = analyze_task("planted", "", make_batch(B=8, T=7), graph, {"model": model}, {"model": None}, config)
     assert entry["attribution"]["method"] == "eap-ig-gl+exact"
     assert entry["attribution"]["details"]["model"]["rescored_edges"] == 5

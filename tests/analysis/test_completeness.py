@@ -105,6 +105,8 @@ def test_auto_resolves_by_graph_size_and_the_config_records_the_rule():
     assert cfg.replace(level="node").ig_steps == 5
     with pytest.raises(ValueError, match="exact_max_edges=0 is not allowed: expected a positive integer"):
         AnalysisConfig(exact_max_edges=0)
+    with pytest.raises(ValueError, match="rescore_edges=0 is not allowed: expected a positive integer"):
+        AnalysisConfig(rescore_edges=0)
 
 
 def test_completeness_is_recorded_per_task_and_subject_in_analysis_json(trained, tmp_path):  # noqa: F811
