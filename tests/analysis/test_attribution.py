@@ -41,10 +41,11 @@ def test_eap_ig_with_one_step_is_eap(setup):
     torch.testing.assert_close(a.effects, b.effects)
 
 
-def test_eap_ig_splits_pairs_and_steps_into_chunks_without_changing_scores(setup):
+@pytest.mark.parametrize(("method", "ablation"), [("eap-ig", "corrupt"), ("eap-ig-act", "mean")])
+def test_gradient_methods_split_pairs_and_steps_into_chunks_without_changing_effects(setup, method, ablation):
     model, graph, batch, means = setup
-    whole = attribute("eap-ig", model, graph, batch, "corrupt", means, ig_steps=3)
-    chunked = attribute("eap-ig", model, graph, batch, "corrupt", means, ig_steps=3, max_tokens=7)
+    whole = attribute(method, model, graph, batch, ablation, means, ig_steps=3)
+    chunked = attribute(method, model, graph, batch, ablation, means, ig_steps=3, max_tokens=7)
     torch.testing.assert_close(whole.effects, chunked.effects, rtol=1e-4, atol=1e-6)
     assert chunked.forwards > whole.forwards
 
@@ -84,14 +85,6 @@ def test_quadrature_integrates_polynomials_of_degree_below_2n_exactly(n, data):
     alphas, weights = quadrature(n)
     assert bool(((alphas > 0) & (alphas < 1)).all())  # the corrections vanish at 1: no point may sit there
     assert float((weights * alphas ** degree).sum()) == pytest.approx(1 / (degree + 1), rel=1e-9)
-
-
-def test_eap_ig_act_splits_pairs_and_steps_into_chunks_without_changing_effects(setup):
-    model, graph, batch, means = setup
-    whole = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3)
-    chunked = attribute("eap-ig-act", model, graph, batch, "mean", means, ig_steps=3, max_tokens=7)
-    torch.testing.assert_close(whole.effects, chunked.effects, rtol=1e-4, atol=1e-6)
-    assert chunked.forwards > whole.forwards
 
 
 def test_eap_ig_gl_is_eap_ig_with_gauss_legendre_points_and_weights(setup):
