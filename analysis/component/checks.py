@@ -157,16 +157,17 @@ def faithfulness_checks(fa: Any, circuit: Tensor, names: list[str], n_subsets: i
 SIZE_KEYS = tuple(f"N_{p:g}" for p in THRESHOLDS)
 
 
-def n08_circuit(graph: ComponentGraph, ranking: Tensor, result: dict[str, Any]) -> Tensor | None:
-    """The pruned N_0.8 circuit (bool (n_edges,)) of an :func:`evaluate_ranking` ``result`` of ``ranking``; None
-    where it has no N_0.8.
+def n08_circuit(graph: ComponentGraph, ranking: Tensor, result: dict[str, Any],
+                key: str = SIZE_KEYS[0]) -> Tensor | None:
+    """The pruned N_0.8 circuit (or the one of size ``key``, e.g. "N_0.9"; bool (n_edges,)) of an
+    :func:`evaluate_ranking` ``result`` of ``ranking``; None where it has no such size.
 
     Example:
         >>> g = ComponentGraph(1, 1, attn_only=True)
         >>> n08_circuit(g, torch.tensor([4, 0, 3, 1, 2]), {"N_0.8": {"k": 3}}).tolist()
         [True, False, False, True, True]
     """
-    k = (result.get(SIZE_KEYS[0]) or {}).get("k")
+    k = (result.get(key) or {}).get("k")
     return None if k is None else graph.prune(circuit_mask(ranking, k))
 
 

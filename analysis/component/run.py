@@ -40,7 +40,7 @@ from glassformer.analysis.component.checks import (
     faithfulness_checks,
     n08_circuit,
 )
-from glassformer.analysis.component.circuits import circuit_mask, rank
+from glassformer.analysis.component.circuits import rank
 from glassformer.analysis.component.faithfulness import (
     GRID_PERCENT,
     THRESHOLDS,
@@ -255,8 +255,7 @@ def _score_shifted(circuits: list[dict[str, Any]], model_eval: dict[str, Any], m
     masks = {}
     for selection in config.selections:
         result, ranking = model_eval["results"][selection], model_eval["rankings"][selection]
-        masks[selection] = {key: None if (result.get(key) or {}).get("k") is None
-                            else graph.prune(circuit_mask(ranking, result[key]["k"])) for key in SIZE_KEYS}
+        masks[selection] = {key: n08_circuit(graph, ranking, result, key) for key in SIZE_KEYS}
     ood = circuit_ood(model, graph, batch, config.ablation, means, masks, gate_alpha=config.gate_alpha,
                       gate_min_logit_diff=config.gate_min_logit_diff)
     for selection, c in zip(config.selections, circuits, strict=True):
