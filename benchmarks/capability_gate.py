@@ -22,7 +22,7 @@ from glassformer.analysis import AnalysisConfig, task_batches
 from glassformer.analysis.capability import capability_gate, model_logit_diffs
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
-from glassformer.analysis.component.run import ablated_values
+from glassformer.analysis.component.run import ablated_values, values_for
 from glassformer.archs import load_config, load_model_dir, read_training
 from glassformer.training.evaluate import corpus_windows_for
 
@@ -34,7 +34,7 @@ def gate_model(model_dir: Path, config: AnalysisConfig) -> dict:
     corpus, _ = corpus_windows_for(model_dir, config.corpus_windows)
     model = load_model_dir(model_dir).eval()
     graph = ComponentGraph.from_config(cfg)
-    means = ablated_values(model, graph, corpus, config.ablation)
+    means = values_for(ablated_values(model, graph, corpus, config.ablation), config.ablation, config.ablation)
     tasks = {}
     for name, batch in batches.items():
         fa = Faithfulness(model, graph, batch, config.ablation, means)
@@ -42,16 +42,9 @@ def gate_model(model_dir: Path, config: AnalysisConfig) -> dict:
         tasks[name] = capability_gate(model_logit_diffs(model, batch), empty, alpha=config.gate_alpha,
                                       min_logit_diff=config.gate_min_logit_diff)
     training = read_training(model_dir) or {}
-    return {"model_dir": str(model_dir), "val_loss": training.get("val_loss", _last_val(training)),
+    return {"model_dir": str(model_dir), "val_loss": training.get("val_loss"),
             "n_capable": sum(bool(t["passed"]) for t in tasks.values()), "n_tasks": len(tasks),
             "tasks": tasks, "skipped": skipped}
-
-
-def _last_val(training: dict) -> float | None:
-    for key in ("final_val_loss", "val_loss"):
-        if isinstance(training.get(key), (int, float)):
-            return float(training[key])
-    return None
 
 
 def main() -> None:
