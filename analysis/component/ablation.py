@@ -22,6 +22,7 @@ replicas of the batch in one forward (``weights`` of shape (K, ...)).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -106,6 +107,16 @@ def writer_means(model: Any, graph: ComponentGraph, tokens: Tensor, batch_size: 
     return (total / count).float()
 
 
+@dataclass(frozen=True)
+class CleanPrefix:
+    """What a patched run from a later block reuses of the clean run (:meth:`Patcher.clean_prefix`)."""
+
+    resid: list[Tensor]
+    """The residual stream entering block l, (B, T, d_model), for l < n_layers; then the last block's output."""
+    deltas: Tensor
+    """a_u(clean) - a_u(ablated) for every writer: (n_writers, B, T, d_model)."""
+
+
 class Patcher:
     """Runs ``model`` on a task batch with edges of ``graph`` ablated as ``weights`` say.
 
@@ -147,16 +158,68 @@ class Patcher:
         # Computed on demand: only gradient attribution needs the clean writers, patched runs recompute them.
         return self.ablated - writer_activations(self.model, self.graph, self.batch.clean)
 
-    def run(self, weights: Tensor, grad: bool = False) -> Tensor | tuple[Tensor, list[tuple[slice, Tensor]]]:
+    @torch.no_grad()
+    def clean_prefix(self) -> CleanPrefix:
+        """The clean run's residual stream entering every block, and every writer's difference from its ablated
+        value, for :meth:`run` from a later block (``start``).
+
+        Example:
+            >>> from glassformer.archs import build_model, presets
+            >>> model = build_model(presets.get("debug")); g = ComponentGraph.from_config(model.cfg)
+            >>> batch = TaskBatch("t", torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.long),
+            ...                   torch.tensor([2, 2]), torch.tensor([1, 1]), torch.tensor([2, 2]))
+            >>> p = Patcher(model, g, batch, "zero"); prefix = p.clean_prefix()
+            >>> full, late = p.run(g.weights(torch.ones(1, g.n_edges))), p.run(g.weights(torch.ones(1, g.n_edges)), start=1, prefix=prefix)
+            >>> torch.allclose(full, late, atol=1e-5)
+            True
+        """
+        store: dict[str, Tensor] = {}
+        L = self.graph.n_layers
+
+        def save(x: Tensor, hook: Any) -> None:
+            store[hook.name] = x
+
+        stages = [f"blocks.{layer}.hook_resid_pre" for layer in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+        with self.model.hooks(_writer_capture(self.graph, store) + [(n, save) for n in stages]):
+            self.model(self.batch.clean)
+        return CleanPrefix([store[n] for n in stages], _stack_writers(self.graph, store) - self.ablated)
+
+    def run(self, weights: Tensor, grad: bool = False, start: int = 0,
+            prefix: CleanPrefix | None = None) -> Tensor | tuple[Tensor, list[tuple[slice, Tensor]]]:
         """Logits at each prompt's last position, (K, B, d_vocab), for K edge settings ``weights``
         (K, n_writers, n_readers). With ``grad`` also every reader's input, as ``(reader slice, tensor of shape
         (K, B, T, n, d_model))``, kept in the autograd graph so metrics can be differentiated with respect to it.
+
+        With ``start`` = l > 0 and the batch's ``prefix`` (:meth:`clean_prefix`) the run begins at block l (l =
+        n_layers: at the logits) from the clean stream: exact when no setting removes an edge into a block before
+        l, and the blocks before it cost nothing.
         """
         run = _Run(self, weights, grad)
-        with torch.set_grad_enabled(grad), self.model.hooks(run.hooks()):
-            logits = self.model(self.batch.clean.repeat(run.K, 1))  # (N, 1, d_vocab), replica-major
-        logits = logits[:, 0].view(run.K, run.B, -1)  # (K, B, d_vocab)
-        return (logits, run.inputs) if grad else logits
+        if not start:
+            with torch.set_grad_enabled(grad), self.model.hooks(run.hooks()):
+                logits = self.model(self.batch.clean.repeat(run.K, 1))  # (N, 1, d_vocab), replica-major
+            return (logits[:, 0].view(run.K, run.B, -1), run.inputs) if grad else logits[:, 0].view(run.K, run.B, -1)
+        if grad or prefix is None or not 0 < start <= self.graph.n_layers:
+            raise ValueError(f"start={start!r} needs the clean prefix, no grad, and 0 < start <= n_layers "
+                             f"({self.graph.n_layers})")
+        g = self.graph
+        first = g.logits_reader if start == g.n_layers else g.qkv_readers(start).start  # first reader recomputed
+        n_before = int(g.n_upstream[first])
+        early = g.edge_reader < first
+        if weights[:, g.edge_writer[early], g.edge_reader[early]].ne(1).any():
+            raise ValueError(f"a setting removes an edge into a block before start={start}: the run from there "
+                             "would not see it")
+        run.buffer[:, :n_before] = prefix.deltas[:n_before]  # writers before block ``start`` are clean
+        run.store["input"] = None
+        model = self.model
+        with torch.no_grad(), model.hooks(run.hooks()):
+            x = prefix.resid[start].repeat(run.K, 1, 1)
+            for block in model.blocks[start:]:
+                x = block(x)
+            if start == g.n_layers:
+                x = model.blocks[-1].hook_resid_post(x)  # the logits reader's patch
+            logits = model.unembed(model.ln_final(x))  # (N, 1, d_vocab)
+        return logits[:, 0].view(run.K, run.B, -1)
 
 
 def default_max_tokens(cfg: Any, graph: ComponentGraph, budget: int = 2**26) -> int:

@@ -35,7 +35,8 @@ def _ld_sum(logits: Tensor, batch: TaskBatch) -> Tensor:
 def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
                   edges: Tensor, max_tokens: int | None = None) -> tuple[Tensor, int]:
     """The measured effect ``m(model) - m(model without e)`` of each edge in ``edges`` (indices), each removed
-    alone, as ((len(edges),) float64, forwards run). Many edges share a forward as replicas of the batch.
+    alone, as ((len(edges),) float64, forwards run). Many edges share a forward as replicas of the batch; edges into
+    the same block share one, which starts at that block from the clean run (the blocks before it are clean).
 
     Example:
         >>> effects, forwards = exact_effects(model, graph, batch, "zero", None, torch.arange(10))  # doctest: +SKIP
@@ -44,19 +45,35 @@ def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation:
     edges = torch.as_tensor(edges, dtype=torch.long).flatten()
     total = torch.zeros(len(edges), dtype=torch.float64)
     base = graph.weights(torch.ones(graph.n_edges))
+    stage = reader_stages(graph)[graph.edge_reader[edges]]  # the block each edge's reader is in
     forwards = 0
     for chunk in pair_chunks(batch, max_tokens):
         patcher = Patcher(model, graph, chunk, ablation, means)
+        prefix = patcher.clean_prefix()
         K = max(1, max_tokens // chunk.clean.numel())
         clean = _ld_sum(patcher.run(base[None]), chunk).item()
         forwards += 1
-        for first in range(0, len(edges), K):
-            part = edges[first:first + K]
-            w = base.repeat(len(part), 1, 1)  # (K, n_writers, n_readers)
-            w[torch.arange(len(part)), graph.edge_writer[part], graph.edge_reader[part]] = 0.0
-            total[first:first + len(part)] += clean - _ld_sum(patcher.run(w), chunk).double().cpu()
-            forwards += 1
+        for start in stage.unique().tolist():
+            members = (stage == start).nonzero().flatten()
+            for first in range(0, len(members), K):
+                at = members[first:first + K]
+                part = edges[at]
+                w = base.repeat(len(part), 1, 1)  # (K, n_writers, n_readers)
+                w[torch.arange(len(part)), graph.edge_writer[part], graph.edge_reader[part]] = 0.0
+                logits = patcher.run(w, start=start, prefix=prefix) if start else patcher.run(w)
+                total[at] += clean - _ld_sum(logits, chunk).double().cpu()
+                forwards += 1
     return total / len(batch), forwards
+
+
+def reader_stages(graph: ComponentGraph) -> Tensor:
+    """The block each reader belongs to, (n_readers,) long: its layer, and n_layers for the logits.
+
+    Example:
+        >>> reader_stages(ComponentGraph(n_layers=1, n_heads=1, attn_only=True)).tolist()
+        [0, 0, 0, 1]
+    """
+    return torch.tensor([graph.n_layers if r.node.layer is None else r.node.layer for r in graph.readers])
 
 
 def rescore(att: Attribution, measured: Tensor, edges: Tensor) -> Tensor:

@@ -9,17 +9,24 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_attribution import setup  # noqa: F401  (the same small model, batch and means)
 
+from glassformer.analysis.component.ablation import Patcher
 from glassformer.analysis.component.attribution import eap_ig_gl_exact
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.records import Attribution
-from glassformer.analysis.component.rescore import exact_effects, rescore
+from glassformer.analysis.component.rescore import exact_effects, reader_stages, rescore
 
 
-def test_measured_effects_are_the_drops_of_removing_each_chosen_edge(setup):  # noqa: F811
+@pytest.mark.parametrize("ablation", ["mean", "corrupt"])
+def test_measured_effects_are_the_drops_of_removing_each_chosen_edge(setup, ablation):  # noqa: F811
     model, graph, batch, means = setup
-    edges = torch.tensor([graph.n_edges - 1, 3, graph.n_edges // 2])  # any order, answers in that order
-    effects, _ = exact_effects(model, graph, batch, "mean", means, edges, max_tokens=40)  # chunks and replicas
-    fa = Faithfulness(model, graph, batch, "mean", means)
+    # Any order (answers in that order), edges into every block and the logits: runs that start at a later block
+    # from the clean prefix must measure what the full patched forward measures.
+    stages = reader_stages(graph)[graph.edge_reader]
+    firsts = [int((stages == s).nonzero()[0]) for s in range(graph.n_layers + 1)]
+    lasts = [int((stages == s).nonzero()[-1]) for s in range(graph.n_layers + 1)]
+    edges = torch.tensor([graph.n_edges - 1, 3, graph.n_edges // 2, *firsts[::-1], *lasts])
+    effects, _ = exact_effects(model, graph, batch, ablation, means, edges, max_tokens=40)  # chunks and replicas
+    fa = Faithfulness(model, graph, batch, ablation, means)
     for i, e in enumerate(edges.tolist()):
         mask = torch.ones(graph.n_edges, dtype=torch.bool)
         mask[e] = False
@@ -56,3 +63,14 @@ def test_with_every_edge_measured_it_is_exact_patching(setup):  # noqa: F811
     assert both.details["rescored_edges"] == graph.n_edges
     with pytest.raises(ValueError, match="rescore_edges=0 is not allowed"):
         eap_ig_gl_exact(model, graph, batch, "mean", means, rescore_edges=0)
+
+
+def test_a_run_from_a_later_block_refuses_a_setting_that_removes_an_earlier_edge(setup):  # noqa: F811
+    model, graph, batch, means = setup
+    patcher = Patcher(model, graph, batch, "mean", means)
+    keep = torch.ones(graph.n_edges)
+    keep[0] = 0  # an edge into block 0
+    with pytest.raises(ValueError, match="removes an edge into a block before start=1"):
+        patcher.run(graph.weights(keep[None]), start=1, prefix=patcher.clean_prefix())
+    with pytest.raises(ValueError, match="needs the clean prefix"):
+        patcher.run(graph.weights(torch.ones(1, graph.n_edges)), start=1)
