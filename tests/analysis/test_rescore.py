@@ -74,3 +74,16 @@ def test_a_run_from_a_later_block_refuses_a_setting_that_removes_an_earlier_edge
         patcher.run(graph.weights(keep[None]), start=1, prefix=patcher.clean_prefix())
     with pytest.raises(ValueError, match="needs the clean prefix"):
         patcher.run(graph.weights(torch.ones(1, graph.n_edges)), start=1)
+
+
+def test_the_default_above_the_exact_budget_is_checked_on_the_estimate_that_chose_its_edges(setup):  # noqa: F811
+    model, graph, batch, means = setup
+    from glassformer.analysis.component.attribution import attribute, completeness
+
+    fa = Faithfulness(model, graph, batch, "mean", means)
+    estimate = completeness(attribute("eap-ig-gl", model, graph, batch, "mean", means), fa)
+    both = completeness(eap_ig_gl_exact(model, graph, batch, "mean", means, rescore_edges=10), fa)
+    assert both["relative_error"] is not None and estimate["relative_error"] is not None
+    assert both["attributed"] == pytest.approx(estimate["attributed"], rel=1e-5)
+    assert both["measured"] == pytest.approx(estimate["measured"], rel=1e-6)
+    assert both["identity"].startswith("EAP-IG-GL estimate before rescoring")
