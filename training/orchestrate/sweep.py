@@ -107,17 +107,24 @@ def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig]) -> list
 
 def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str | Path = "runs/sweep", *,
               configs: str | Path | None = None, data: DataConfig | None = None, tasks: list[str] | None = None,
-              seeds: int | None = None, progress: bool = True) -> Path:
+              seeds: int | None = None, progress: bool = True, jobs: int = 1, threads: int | None = None,
+              plugins: list[str] | None = None) -> Path:
     """Train (or resume, or reuse) every planned model, analyse each and each ladder point at every level of the
     preset, then compare the models; returns the report folder. ``tasks`` replaces the preset's task list (a
     user's own tasks included, once registered); ``seeds`` the preset's number of models per variant.
 
+    With ``jobs`` N > 1, N worker processes (``threads`` torch threads each, default 1) take the models one at a
+    time, the dearest first, and each trains and analyses its model and its ladder points; the comparison runs
+    here once they are all done. ``plugins`` are imported in each worker (their tasks must be registered there).
+
     Example:
-        >>> run_sweep("quick", out="runs/demo")  # doctest: +SKIP
+        >>> run_sweep("quick", out="runs/demo", jobs=2, threads=1)  # doctest: +SKIP
         PosixPath('runs/demo/report')
     """
     from tqdm.auto import tqdm
 
+    if not (isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1):
+        raise ConfigError(f"jobs={jobs!r} is not allowed: expected a positive integer (worker processes)")
     runs = plan(preset, variants, out, configs, data, seeds)
     p = PRESETS[preset]
     analyses = p.analyses(tasks)
@@ -130,6 +137,10 @@ def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str
                                        "seeds": sorted({r.trainer.seed for r in runs}),
                                        "analysis": [a.record() for a in analyses], "command": sys.argv,
                                        "runs": {r.name: r.describe() for r in runs}})
+    if jobs > 1:
+        from glassformer.training.orchestrate.workers import run_parallel
+
+        run_parallel(runs, analyses, jobs, threads or 1, plugins or [])
     stages = sweep_stages(runs, analyses)
     bar = tqdm(total=len(stages), desc="sweep", unit="stage", disable=not progress, leave=True)
     try:
