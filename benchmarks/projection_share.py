@@ -1,0 +1,85 @@
+"""The weight-sparsity projection's share of a CPU training step, and what refreshing its masks less often saves.
+
+A bare training loop (forward, cross-entropy, backward, AdamW step) on random tokens, at a model shape and kept
+fractions given on the command line; after every step either the full projection (``project_``: a magnitude
+selection over every covered tensor) or, between refreshes, only the last masks re-applied (an in-place
+``masked_fill_``, what ``refresh_every`` > 1 does). Prints the mean seconds of the step and of each projection mode
+over ``--steps`` steps (after ``--warmup``), measured in the same run, and their ratios.
+
+    python benchmarks/projection_share.py --d-model 256 --d-mlp 1024 --n-layers 4 --d-vocab 2048 \\
+        --fraction 0.0625 --embed-fraction 0.25 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from glassformer.archs import ModelConfig, build_model
+from glassformer.archs.weight_sparsity import WeightSparsityConfig, project_
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--d-mlp", type=int, default=1024)
+    parser.add_argument("--n-layers", type=int, default=4)
+    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--d-vocab", type=int, default=2048)
+    parser.add_argument("--n-ctx", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--fraction", type=float, default=0.0625)
+    parser.add_argument("--embed-fraction", type=float, default=0.25)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ws = WeightSparsityConfig(fraction=args.fraction, embed_fraction=args.embed_fraction, bias_fraction=0.5)
+    cfg = ModelConfig(d_vocab=args.d_vocab, n_ctx=args.n_ctx, d_model=args.d_model, n_layers=args.n_layers,
+                      n_heads=args.n_heads, d_mlp=args.d_mlp, weight_sparsity=ws)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    masks = project_(model, cfg=ws, progress=1.0)
+    params = dict(model.named_parameters())
+    step_s, full_s, reapply_s = [], [], []
+    for i in range(args.warmup + args.steps):
+        tokens = torch.randint(0, args.d_vocab, (args.batch_size, args.n_ctx + 1))
+        t0 = time.perf_counter()
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, args.d_vocab), tokens[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].data.masked_fill_(~mask, 0)
+        t2 = time.perf_counter()
+        masks = project_(model, cfg=ws, progress=1.0)
+        t3 = time.perf_counter()
+        if i >= args.warmup:
+            step_s.append(t1 - t0)
+            reapply_s.append(t2 - t1)
+            full_s.append(t3 - t2)
+    step, full, reapply = (sum(x) / len(x) for x in (step_s, full_s, reapply_s))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"model: {args.n_layers} layers, d_model {args.d_model}, d_mlp {args.d_mlp}, vocab {args.d_vocab}, "
+          f"{n / 1e6:.2f}M parameters; kept fraction {args.fraction} (embeddings {args.embed_fraction}); "
+          f"batch {args.batch_size} x {args.n_ctx}; {args.threads} thread(s); {args.steps} steps")
+    print(f"training step (forward, backward, AdamW): {step * 1e3:.1f} ms")
+    print(f"full projection (selection over every tensor): {full * 1e3:.1f} ms = {full / step:.2f}x the step "
+          f"({full / (step + full):.0%} of step + projection)")
+    print(f"masks re-applied (between refreshes): {reapply * 1e3:.2f} ms = {reapply / step:.3f}x the step")
+    for every in (1, 4, 16):
+        per_step = step + (full + (every - 1) * reapply) / every
+        print(f"refresh every {every:>2} steps: {per_step / (step + full):.2f}x the time per step of refreshing "
+              f"every step")
+
+
+if __name__ == "__main__":
+    main()
