@@ -60,6 +60,10 @@ class WeightSparsityConfig:
     lr_scaling: bool = True
     """Scale the learning rate by sqrt(target fraction / current fraction), as Gao does: smaller steps while the
     weights are still dense."""
+    refresh_every: int = 1
+    """Optimizer steps between selections of the kept entries (Gao: 1). In between, the last masks are applied
+    again after every step (pruned entries stay exactly zero, their Adam state too); on a CPU the selection costs
+    about half a step of a d_model 256 model, re-applying masks about 1% (benchmarks/projection_share.py)."""
 
     def validate(self, model_cfg: Any = None) -> None:
         for name in ("fraction", "embed_fraction", "bias_fraction"):
@@ -73,6 +77,9 @@ class WeightSparsityConfig:
         check(isinstance(self.min_per_neuron, int) and not isinstance(self.min_per_neuron, bool)
               and self.min_per_neuron >= 0, "model.weight_sparsity.min_per_neuron", self.min_per_neuron,
               "a non-negative integer")
+        check(isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool)
+              and self.refresh_every >= 1, "model.weight_sparsity.refresh_every", self.refresh_every,
+              "a positive integer (optimizer steps between selections)")
 
     def __post_init__(self) -> None:
         self.validate()

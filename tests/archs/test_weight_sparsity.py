@@ -274,3 +274,36 @@ def test_embeddings_and_biases_take_their_looser_fraction_and_norms_stay_dense()
 def test_bad_weight_sparsity_configs_fail_naming_the_field(bad, match):
     with pytest.raises(ConfigError, match=match):
         small_cfg(weight_sparsity=bad)
+
+
+def test_with_refresh_every_the_selection_runs_every_n_steps_and_pruned_entries_stay_zero_between():
+    from glassformer.training.callbacks import WeightSparsityCallback
+
+    cfg = small_cfg(weight_sparsity={"fraction": 0.2, "anneal_start": 0.0, "anneal_end": 0.0, "refresh_every": 3})
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    module = SimpleNamespace(model=model, lr_scale=1.0, log=lambda name, value: None)
+    trainer = SimpleNamespace(global_step=0, max_steps=7, optimizers=[opt])
+    callback = WeightSparsityCallback()
+    callback.on_fit_start(trainer, module)
+    tokens = torch.randint(0, 30, (4, 8))
+    selected_at = []
+    for step in range(1, 8):
+        before = callback.masks
+        opt.zero_grad()
+        F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        opt.step()
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, module, None, tokens, step - 1)
+        if callback.masks is not before:
+            selected_at.append(step)
+        params = dict(model.named_parameters())
+        for name, mask in callback.masks.items():
+            assert torch.all(params[name][~mask] == 0), (step, name)  # nothing regrows between selections
+            assert torch.all(opt.state[params[name]]["exp_avg"][~mask] == 0)
+    assert selected_at == [3, 6]
+
+
+def test_refresh_every_must_be_a_positive_integer():
+    with pytest.raises(ConfigError, match="model.weight_sparsity.refresh_every"):
+        WeightSparsityConfig(refresh_every=0)

@@ -117,6 +117,17 @@ def test_resume_restores_dead_latent_trackers_and_the_weight_sparsity_schedule(t
         assert final[name]["global_step"] == TRAINER.max_steps
 
 
+def test_a_resume_between_two_selections_reapplies_the_checkpointed_masks(tmp_path, recorded, one_thread):
+    # Selections every 3 steps: at 3 and 6. The checkpoint at step 4 lies between them, so the resumed run must
+    # re-apply step 3's masks until step 6; selecting anew at step 4 would prune other entries.
+    d = presets.get("debug").to_dict()
+    d["weight_sparsity"] = {"fraction": 0.3, "anneal_start": 0.0, "anneal_end": 0.25, "refresh_every": 3}
+    cfg = ModelConfig.from_dict(d)
+    fit(cfg, DATA, OPTIM, TRAINER, tmp_path / "straight")
+    crash_and_resume(recorded, cfg, tmp_path / "resumed")
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
 def test_resuming_with_another_model_config_names_the_fields(tmp_path, recorded, one_thread):
     recorded["crash_at"] = CRASH_AT
     with pytest.raises(Crash):
