@@ -116,20 +116,22 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     configs = write_configs(root / "configs")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None,
+        mp.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None, ladder_every=3,
                                                  analysis=AnalysisConfig(n_pairs=2)))
         calls = Calls()
         calls.install(mp)
         run_sweep("micro", None, root / "out", configs=configs, data=DATA, progress=False)
-    # The baseline's ladder (every validation interval: 6 steps) is analysed after the baseline itself.
-    assert calls.analyzed == ["dense", "step-000006", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    # The baseline's ladder (steps 3 and 6) is analysed after the baseline itself, but for the point at the last
+    # step: it holds the final model's weights, analysed as the model.
+    assert calls.analyzed == ["dense", "step-000003", "transcoder"] and calls.compared == [["dense", "transcoder"]]
+    assert (root / "out" / "dense" / "ladder" / "step-000006" / "model.safetensors").is_file()
     assert calls.baseline == "dense"
     return root
 
 
 @pytest.fixture
 def sweep_copy(finished, tmp_path, monkeypatch):
-    monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None,
+    monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None, ladder_every=3,
                                                       analysis=AnalysisConfig(n_pairs=2)))
     shutil.copytree(finished, tmp_path / "s")
     return tmp_path / "s"

@@ -35,7 +35,8 @@ class PathCalls(Calls):
 
 
 def micro(seeds: int = 1) -> SweepPreset:
-    return SweepPreset(description="test", variants=None, analysis=AnalysisConfig(n_pairs=2), seeds=seeds)
+    return SweepPreset(description="test", variants=None, analysis=AnalysisConfig(n_pairs=2), seeds=seeds,
+                       ladder_every=3)
 
 
 def sweep_argv(root: Path, *extra: str) -> list[str]:
@@ -93,8 +94,9 @@ def test_the_manifest_records_the_seeds_and_each_run(seeded):
 
 def test_each_seed_of_the_baseline_has_its_ladder_and_every_point_is_analysed(seeded):
     root, calls = seeded
-    assert calls.analyzed == ["dense-seed0", "dense-seed0/ladder/step-000006", "dense-seed1",
-                              "dense-seed1/ladder/step-000006"]
+    # The point at the last step (6) holds the final weights: written, but analysed as the model itself.
+    assert calls.analyzed == ["dense-seed0", "dense-seed0/ladder/step-000003", "dense-seed1",
+                              "dense-seed1/ladder/step-000003"]
     for k in (0, 1):
         point = training(root / "out" / f"dense-seed{k}" / "ladder" / "step-000006")
         assert (point["seed"], point["variant"], point["ladder_of"], point["step"]) == (k, "dense", "dense", 6)
@@ -125,13 +127,13 @@ def test_a_rerun_resumes_the_unfinished_seed_and_analyses_only_what_is_missing(s
     # Seed 1 as if stopped while validating its last step: its checkpoint is there, nothing after it is.
     for name in ("training.json", "model.safetensors", "analysis.json"):
         (out / "dense-seed1" / name).unlink()
-    shutil.rmtree(out / "dense-seed1" / "ladder")
+    shutil.rmtree(out / "dense-seed1" / "ladder" / "step-000006")
     # Seed 0 finished, but the analysis of its ladder point was lost.
-    (out / "dense-seed0" / "ladder" / "step-000006" / "analysis.json").unlink()
+    (out / "dense-seed0" / "ladder" / "step-000003" / "analysis.json").unlink()
     calls = PathCalls(out)
     run_cli(sweep_copy, calls, "--seeds", "2")
     assert fitted == [("dense-seed1", True, 1)]
-    assert calls.analyzed == ["dense-seed0/ladder/step-000006", "dense-seed1", "dense-seed1/ladder/step-000006"]
+    assert calls.analyzed == ["dense-seed0/ladder/step-000003", "dense-seed1"]
     assert training(out / "dense-seed1" / "ladder" / "step-000006")["seed"] == 1
 
 
@@ -167,6 +169,6 @@ def test_a_finished_baseline_without_the_ladder_is_refused_rather_than_reused(sw
     monkeypatch.setitem(PRESETS, "micro", SweepPreset(description="test", variants=None, seeds=2,
                                                       analysis=AnalysisConfig(n_pairs=2), ladder_every=None))
     with pytest.raises(ConfigError, match=r"dense-seed0 holds a model trained with other settings than this "
-                                          r"sweep's 'dense-seed0' \(trainer.ladder_every: 6 there, None here\)"):
+                                          r"sweep's 'dense-seed0' \(trainer.ladder_every: 3 there, None here\)"):
         sweep_module.run_sweep("micro", ["dense"], sweep_copy / "out", configs=sweep_copy / "configs", data=DATA,
                                progress=False)

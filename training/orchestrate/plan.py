@@ -122,6 +122,13 @@ class PlannedRun:
         every = self.trainer.ladder_every
         return [] if every is None else [ladder_dir(self.out, s) for s in ladder_steps(every, self.trainer.max_steps)]
 
+    @property
+    def ladder_analysed(self) -> list[Path]:
+        """The ladder points a sweep analyses: all but the one at the last step, which holds the final model's
+        weights and is analysed as the model itself (a matched comparison takes the model for it)."""
+        last = ladder_dir(self.out, self.trainer.max_steps)
+        return [p for p in self.ladder if p != last]
+
     def describe(self) -> dict[str, Any]:
         return {"variant": self.variant, "seed": self.trainer.seed, "config_file": str(self.source),
                 "out": str(self.out), "ladder": [str(p) for p in self.ladder], "model": self.model.to_dict(),

@@ -93,15 +93,15 @@ Stage = tuple[str, "PlannedRun | None", "Path | None", "AnalysisConfig | None"]
 
 
 def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig]) -> list[Stage]:
-    """The sweep's stages in order: train every run, analyse every run and then every ladder point at each level,
-    compare. Each is (kind, run, model directory, analysis).
+    """The sweep's stages in order: train every run, analyse every run and then every ladder point but the last (the
+    final model's own weights) at each level, compare. Each is (kind, run, model directory, analysis).
 
     Example:
         >>> [(k, str(d)) for k, _, d, _ in sweep_stages(plan("quick", ["dense"], "s"), [AnalysisConfig()])]
-        [('train', 's/dense'), ('analyze', 's/dense'), ('analyze', 's/dense/ladder/step-000300'), ('analyze', 's/dense/ladder/step-000600'), ('compare', 'None')]
+        [('train', 's/dense'), ('analyze', 's/dense'), ('analyze', 's/dense/ladder/step-000300'), ('compare', 'None')]
     """
     stages: list[Stage] = [("train", r, r.out, None) for r in runs]
-    stages += [("analyze", r, d, a) for r in runs for d in [r.out, *r.ladder] for a in analyses]
+    stages += [("analyze", r, d, a) for r in runs for d in [r.out, *r.ladder_analysed] for a in analyses]
     return [*stages, ("compare", None, None, None)]
 
 

@@ -67,7 +67,7 @@ def _one_model(run: PlannedRun, analyses: list[AnalysisConfig]) -> tuple[str, fl
     started = time.perf_counter()
     print(f"sweep: worker takes {run.name}", file=sys.stderr, flush=True)
     _train(run, progress=False)
-    for model_dir in [run.out, *run.ladder]:
+    for model_dir in [run.out, *run.ladder_analysed]:
         for analysis in analyses:
             _analyze(model_dir, analysis, progress=False)
     return run.name, time.perf_counter() - started
