@@ -218,6 +218,7 @@ def test_an_entry_missing_one_record_shows_dashes_there_only(missing, dashed):
     {"faithfulness_checks": {"completeness": {"random": None}, "minimality": {"drops": None}}},
     {"by_ablation": {"mean": None, "corrupt": {"N_0.8": None}}},
     {"faithfulness_checks": None, "ood": None},
+    {"by_ablation": {"mean": "6", "corrupt": [9]}, "ood": {"circuits": "none", "gate": "?"}},
 ])
 def test_partial_records_never_crash_and_show_dashes(broken):
     entry = {**entry_t0(), **broken}
