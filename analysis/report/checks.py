@@ -233,7 +233,12 @@ def minimality_cell(rec: dict[str, Any] | None) -> str:
 
 def capable(circuit: dict[str, Any]) -> bool:
     """Whether a report task circuit is of a task the model can do: it passed the capability gate (an analysis
-    made before the gate cannot tell, and counts every task in, as its sizes do)."""
+    made before the gate cannot tell, and counts every task in, as its sizes do).
+
+    Example:
+        >>> capable({"gate": {"model": {"passed": False}}}), capable({"gate": {}})
+        (False, True)
+    """
     gate = (circuit.get("gate") or {}).get("model")
     return gate is None or bool(gate.get("passed"))
 

@@ -176,7 +176,12 @@ def task_table(report: dict[str, Any], level: str) -> Table:
 
 
 def checks_table(report: dict[str, Any], level: str) -> Table | None:
-    """The Circuit checks of ``level`` (:mod:`.checks`); None when no circuit there holds any check."""
+    """The Circuit checks of ``level`` (:mod:`.checks`); None when no circuit there holds any check.
+
+    Example:
+        >>> checks_table({"models": [], "levels": ["component"]}, "component") is None
+        True
+    """
     names, rows = checks_rows(report, level)
     return Table(f"Circuit checks, {level} level", checks_header(names), rows, CHECKS_NOTE) if rows else None
 
