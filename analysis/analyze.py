@@ -77,6 +77,7 @@ from glassformer.analysis.common import CONTROLS, Level, check_tokens
 from glassformer.analysis.component.run import LEVEL as COMPONENT
 from glassformer.analysis.config import AnalysisConfig
 from glassformer.analysis.node.circuits import LEVEL as NODE
+from glassformer.analysis.report.checks import check_summary
 from glassformer.analysis.results import existing_analysis, merge_run
 from glassformer.analysis.sparse_metrics import format_sparse_table, load_parent, sparse_layer_report
 from glassformer.analysis.tasks import TASKS, TaskBatch, TaskError, with_shifted
@@ -307,7 +308,8 @@ def _sparse_layers(model: Any, model_dir: Path, corpus: torch.Tensor, val: torch
 
 def format_table(result: dict[str, Any]) -> str:
     """The per-task table the CLI prints for the latest run (``result``'s top-level fields): capability, then
-    circuit sizes with the controls beside them; then the sparse-layer metrics when measured.
+    circuit sizes with the controls beside them; then one line of circuit checks per task that passed the gate
+    (:func:`~glassformer.analysis.report.checks.check_summary`); then the sparse-layer metrics when measured.
 
     Example:
         >>> print(format_table(analyze("runs/demo/dense", corpus_tokens=corpus)))  # doctest: +SKIP
@@ -327,6 +329,7 @@ def format_table(result: dict[str, Any]) -> str:
         if t["status"] != "ok":
             lines.append(f"skipped {name}: {t['reason']}")
     lines += level.table_notes
+    lines += check_summary(result)
     if result.get("sparse_layers", {}).get("layers"):
         lines += ["", *format_sparse_table(result["sparse_layers"])]
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from typing import Any
 
 from glassformer.analysis.common import CONTROLS
 from glassformer.analysis.config import DEFAULT_METHOD
+from glassformer.analysis.report.checks import circuit_checks
 
 WHO = ("model", *CONTROLS)
 SELECTION_PREFERENCE = ("greedy", "topn")
@@ -233,6 +234,7 @@ def read_circuits(analysis: dict[str, Any], pairs: dict[str, dict[str, Any]] | N
                 "curves": {who: _curve(v) for who, v in (c.get("faithfulness_curve") or {}).items()},
                 "top_edges": [[str(e), _finite(v)] for e, v in top],
                 "nodes": [str(n) for n in (c.get("circuit") or c.get("circuit_nodes") or [])],
+                "checks": circuit_checks(c),
             }
     return sizes, list(tasks.values())
 

@@ -151,7 +151,7 @@ def render_html(report: dict[str, Any]) -> str:
         f'{table_html(tables["summary"])}{table_html(tables["variants"])}</section>',
         _frontier(report),
         f'<section id="tasks"><h2>Circuit size per task, with controls</h2>{tasks}'
-        f'{table_html(tables["task_info"])}</section>',
+        f'{"".join(map(table_html, tables["circuit_checks"]))}{table_html(tables["task_info"])}</section>',
         f'<section id="faithfulness"><h2>Faithfulness curves</h2>{curves or "<p>none measured</p>"}</section>',
         _circuits(report),
         _checks(tables),

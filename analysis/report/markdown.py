@@ -48,8 +48,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["### Details", ""]
     shown = {reason for _, reason in paragraphs}  # a reason the verdict text repeats is shown once
     out += [f"- {_text(line)}" for line in report["verdict"]["text"] if line not in shown]
-    sections = [tables["summary"], tables["variants"], *tables["tasks"], tables["task_info"], tables["stability"],
-                tables["controls_sanity"], tables["sparse"], tables["training"], tables["settings"]]
+    sections = [tables["summary"], tables["variants"], *tables["tasks"], *tables["circuit_checks"],
+                tables["task_info"], tables["stability"], tables["controls_sanity"], tables["sparse"],
+                tables["training"], tables["settings"]]
     for table in sections:
         if table is None:
             continue

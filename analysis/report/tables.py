@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from glassformer.analysis.common import CONTROLS
+from glassformer.analysis.report.checks import CHECKS_NOTE, checks_header, checks_rows
 from glassformer.analysis.report.compare import fmt
 from glassformer.analysis.report.plots import bounds, task_names
 
@@ -172,6 +173,17 @@ def task_table(report: dict[str, Any], level: str) -> Table:
         note += " Skipped: " + "; ".join(skipped) + "."
     note += bootstrap_note(report)
     return Table(f"Circuit size per task, {level} level", header, rows, note)
+
+
+def checks_table(report: dict[str, Any], level: str) -> Table | None:
+    """The Circuit checks of ``level`` (:mod:`.checks`); None when no circuit there holds any check.
+
+    Example:
+        >>> checks_table({"models": [], "levels": ["component"]}, "component") is None
+        True
+    """
+    names, rows = checks_rows(report, level)
+    return Table(f"Circuit checks, {level} level", checks_header(names), rows, CHECKS_NOTE) if rows else None
 
 
 def sparse_table(report: dict[str, Any]) -> Table | None:
@@ -377,6 +389,7 @@ def verdict_paragraphs(report: dict[str, Any]) -> list[tuple[str, str]]:
 def all_tables(report: dict[str, Any]) -> dict[str, Any]:
     """Every table of the report, by the section that shows it (None: the report has nothing for it)."""
     return {"summary": summary_table(report), "tasks": [task_table(report, lv) for lv in report["levels"]],
+            "circuit_checks": [checks_table(report, lv) for lv in report["levels"]],
             "task_info": task_info_table(report), "comparisons": comparisons_table(report),
             "variants": variants_table(report), "stability": stability_table(report),
             "controls_sanity": controls_sanity_table(report),
