@@ -199,3 +199,20 @@ def test_the_sweep_ends_with_each_loss_beside_the_unigram_entropy_and_a_sample(f
         assert f"unigram entropy of the corpus {final['unigram_entropy']:.4f}" in line
     assert lines[2].startswith("sample from dense")
     assert "\n".join(lines[3:]).startswith(SAMPLE_PROMPT.strip())
+
+
+def test_the_paper_preset_reads_its_own_configs_folder():
+    runs = plan("paper", None, "out")
+    assert [r.name for r in runs][::3] == ["dense-seed0", "weight_sparse-seed0", "transcoder-seed0",
+                                           "act_sparsity-seed0"]
+    assert len(runs) == 12
+    folder = ROOT / "configs" / "paper"
+    for r in runs:
+        raw = yaml.safe_load((folder / f"{r.variant}.yaml").read_text())
+        assert r.source == folder / f"{r.variant}.yaml"
+        assert (r.model.d_model, r.model.d_vocab) == (raw["model"]["d_model"], 2048)  # the YAML as it is
+        assert (r.trainer.max_steps, r.trainer.batch_size) == (2400, 16)
+    assert runs[0].trainer.ladder_every == 600 and runs[3].trainer.ladder_every is None
+    # --configs still replaces the preset's folder.
+    with pytest.raises(ConfigError, match="has no tiny.yaml or dense.yaml"):
+        plan("paper", None, "out", configs=ROOT / "docs")

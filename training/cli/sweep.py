@@ -29,14 +29,16 @@ def sweep(
     """Train the dense baseline and constrained variants at matched size, analyse each, and compare them.
 
     Presets: quick (2 layers, half the tiny widths, 600 steps; dense, transcoder, weight_sparse: `make demo`;
-    one seed) and standard (configs/*.yaml as they are, every variant, three seeds). The dense baseline also
+    one seed), standard (configs/*.yaml as they are, every variant, three seeds) and paper (configs/paper/: the
+    published comparison, three seeds of dense, weight-sparse, transcoder and activation-sparse; run it with
+    --jobs 2 --threads 1). The dense baseline also
     writes a checkpoint ladder (a model directory every validation interval, under OUT/dense/ladder/), and every
     ladder point is analysed like a model. Rerunning the same command continues where it
     stopped: finished models and analyses are reused, an interrupted training resumes from its last checkpoint.
     The report lands in OUT/report/index.html.
 
     Args:
-        preset: quick or standard (see glassformer/training/orchestrate/sweep.py: PRESETS).
+        preset: quick, standard or paper (see glassformer/training/orchestrate/plan.py: PRESETS).
         variants: Variants to train beside the dense baseline, e.g. '[transcoder, topk]' or transcoder,topk;
             the names of configs/*.yaml at the baseline's shape (dense is tiny.yaml). Default: the preset's.
         out: Sweep folder: one model directory per variant, sweep.json and report/.

@@ -7,7 +7,7 @@ The sweep (:mod:`.sweep`, which trains) is imported on its own: the analysis sid
 Example:
     >>> from glassformer.training.orchestrate.sweep import PRESETS
     >>> sorted(PRESETS)
-    ['quick', 'standard']
+    ['paper', 'quick', 'standard']
 """
 
 from glassformer.training.orchestrate.models import analyze_model_dir, compare_models

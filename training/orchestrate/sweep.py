@@ -23,7 +23,7 @@ refused rather than silently reused.
 
 Example:
     >>> sorted(PRESETS), "dense" in discover_variants()
-    (['quick', 'standard'], True)
+    (['paper', 'quick', 'standard'], True)
 """
 
 from __future__ import annotations
