@@ -172,3 +172,17 @@ def test_a_finished_baseline_without_the_ladder_is_refused_rather_than_reused(sw
                                           r"sweep's 'dense-seed0' \(trainer.ladder_every: 3 there, None here\)"):
         sweep_module.run_sweep("micro", ["dense"], sweep_copy / "out", configs=sweep_copy / "configs", data=DATA,
                                progress=False)
+
+
+def test_with_controls_on_the_first_seed_only_other_seeds_and_ladder_points_skip_them():
+    runs = plan("paper", ["dense", "transcoder"], "s")
+    stages = sweep_module.sweep_stages(runs, PRESETS["paper"].analyses(), "first_seed")
+    with_controls = sorted({str(d) for kind, _, d, a in stages if kind == "analyze" and a.controls})
+    assert with_controls == ["s/dense-seed0", "s/transcoder-seed0"]
+    analysed = [(str(d), a.level) for kind, _, d, a in stages if kind == "analyze"]
+    # Every directory still gets both levels; only the controls differ.
+    assert ("s/dense-seed1/ladder/step-000600", "node") in analysed and len(analysed) == 2 * (6 + 9)
+    everything = sweep_module.sweep_stages(runs, PRESETS["paper"].analyses(), "all")
+    assert all(a.controls for kind, _, _, a in everything if kind == "analyze")
+    with pytest.raises(ValueError, match="controls='some' is not allowed: expected one of all, first_seed"):
+        runs[0].analysis_plan(PRESETS["paper"].analyses(), "some")

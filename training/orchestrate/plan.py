@@ -21,6 +21,7 @@ from glassformer.training.config import DataConfig, OptimConfig, TrainerConfig
 from glassformer.training.ladder import ladder_dir, ladder_steps
 
 BASELINE = "dense"
+CONTROLS = {"all": "every analysis measures the controls", "first_seed": "only each variant's first final model"}
 BASELINE_FILES = ("tiny.yaml", "dense.yaml")
 """The dense baseline of a configs folder: the first of these it holds (configs/: tiny.yaml)."""
 SHAPE_KEYS = ("d_vocab", "n_ctx", "n_layers", "n_heads")
@@ -72,6 +73,11 @@ class SweepPreset:
     configs: str | None = None
     """The folder of the preset's variant YAMLs, relative to the repository's configs/ (None: configs/ itself);
     ``--configs`` replaces it."""
+    controls: str = "all"
+    """Which analyses measure the controls (random-init model, shuffled labels): ``all``, or ``first_seed`` (the
+    final model of each variant's first seed; other seeds and ladder points skip them). The controls are sanity
+    checks whose expected answer is "no capability": one model per variant tests the method, and they cost as
+    much as the model's own analysis."""
 
 
 PRESETS: dict[str, SweepPreset] = {
@@ -121,6 +127,7 @@ PRESETS: dict[str, SweepPreset] = {
         levels=(("component", "auto"), ("node", "mask")),
         seeds=3,
         ladder_every=600,
+        controls="first_seed",
     ),
 }
 
@@ -137,6 +144,24 @@ class PlannedRun:
     optim: OptimConfig
     trainer: TrainerConfig
     variant: str = ""
+    seed_index: int = 0
+    """k of the variant's k-th seed (0 .. seeds - 1)."""
+
+    def analysis_plan(self, analyses: list[AnalysisConfig], controls: str = "all") -> list[tuple[Path, AnalysisConfig]]:
+        """(model directory, analysis) of every analysis of this run: the final model, then each analysed ladder
+        point, at every level; with ``controls="first_seed"`` only the first seed's final model keeps the controls.
+
+        Example:
+            >>> run = plan("quick", ["dense"], "s")[0]
+            >>> [(str(d), a.controls) for d, a in run.analysis_plan([AnalysisConfig()], "first_seed")]
+            [('s/dense', True), ('s/dense/ladder/step-000300', False)]
+        """
+        check_choice("controls", controls, CONTROLS)
+        out = []
+        for model_dir in [self.out, *self.ladder_analysed]:
+            keep = controls == "all" or (self.seed_index == 0 and model_dir == self.out)
+            out += [(model_dir, a if keep or not a.controls else a.replace(controls=False)) for a in analyses]
+        return out
 
     @property
     def ladder(self) -> list[Path]:
@@ -292,7 +317,7 @@ def plan(preset: str, variants: list[str] | None, out: str | Path, configs: str 
             seeded = from_dict(TrainerConfig, {**asdict(trainer), "seed": trainer.seed + k,
                                                "ladder_every": ladder if name == BASELINE else None}, "trainer")
             runs.append(PlannedRun(run_name(name, k, n_seeds), Path(out) / run_name(name, k, n_seeds), source,
-                                   model, data_cfg, optim, seeded, variant=name))
+                                   model, data_cfg, optim, seeded, variant=name, seed_index=k))
     return runs
 
 

@@ -92,7 +92,7 @@ def check_reusable(run: PlannedRun) -> None:
 Stage = tuple[str, "PlannedRun | None", "Path | None", "AnalysisConfig | None"]
 
 
-def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig]) -> list[Stage]:
+def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig], controls: str = "all") -> list[Stage]:
     """The sweep's stages in order: train every run, analyse every run and then every ladder point but the last (the
     final model's own weights) at each level, compare. Each is (kind, run, model directory, analysis).
 
@@ -101,7 +101,7 @@ def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig]) -> list
         [('train', 's/dense'), ('analyze', 's/dense'), ('analyze', 's/dense/ladder/step-000300'), ('compare', 'None')]
     """
     stages: list[Stage] = [("train", r, r.out, None) for r in runs]
-    stages += [("analyze", r, d, a) for r in runs for d in [r.out, *r.ladder_analysed] for a in analyses]
+    stages += [("analyze", r, d, a) for r in runs for d, a in r.analysis_plan(analyses, controls)]
     return [*stages, ("compare", None, None, None)]
 
 
@@ -140,8 +140,8 @@ def run_sweep(preset: str = "quick", variants: list[str] | None = None, out: str
     if jobs > 1:
         from glassformer.training.orchestrate.workers import run_parallel
 
-        run_parallel(runs, analyses, jobs, threads or 1, plugins or [])
-    stages = sweep_stages(runs, analyses)
+        run_parallel(runs, analyses, jobs, threads or 1, plugins or [], controls=p.controls)
+    stages = sweep_stages(runs, analyses, p.controls)
     bar = tqdm(total=len(stages), desc="sweep", unit="stage", disable=not progress, leave=True)
     try:
         for i, (stage, run, model_dir, analysis) in enumerate(stages, 1):

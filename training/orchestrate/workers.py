@@ -61,22 +61,21 @@ def _init_worker(threads: int, plugins: list[str]) -> None:
         load_plugins(plugins)
 
 
-def _one_model(run: PlannedRun, analyses: list[AnalysisConfig]) -> tuple[str, float]:
+def _one_model(run: PlannedRun, analyses: list[AnalysisConfig], controls: str) -> tuple[str, float]:
     from glassformer.training.orchestrate.sweep import _analyze, _train
 
     started = time.perf_counter()
     print(f"sweep: worker takes {run.name}", file=sys.stderr, flush=True)
     _train(run, progress=False)
-    for model_dir in [run.out, *run.ladder_analysed]:
-        for analysis in analyses:
-            _analyze(model_dir, analysis, progress=False)
+    for model_dir, analysis in run.analysis_plan(analyses, controls):
+        _analyze(model_dir, analysis, progress=False)
     return run.name, time.perf_counter() - started
 
 
 def run_parallel(runs: list[PlannedRun], analyses: list[AnalysisConfig], jobs: int, threads: int = 1,
-                 plugins: list[str] | None = None) -> dict[str, float]:
+                 plugins: list[str] | None = None, controls: str = "all") -> dict[str, float]:
     """Train and analyse every run in ``jobs`` worker processes of ``threads`` torch threads; returns each model's
-    seconds. The first failure stops the pool (what finished is kept, a rerun resumes) and is raised here.
+    seconds (``controls``: see :meth:`PlannedRun.analysis_plan`). The first failure stops the pool (what finished is kept, a rerun resumes) and is raised here.
 
     Example:
         >>> run_parallel(plan("quick", None, "runs/demo"), PRESETS["quick"].analyses(), jobs=2)  # doctest: +SKIP
@@ -86,7 +85,7 @@ def run_parallel(runs: list[PlannedRun], analyses: list[AnalysisConfig], jobs: i
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads, list(plugins or []))) as pool:
-        futures = [pool.submit(_one_model, run, analyses) for run in by_cost(runs)]
+        futures = [pool.submit(_one_model, run, analyses, controls) for run in by_cost(runs)]
         for future in as_completed(futures):
             error = future.exception()
             if error is not None:
