@@ -123,7 +123,8 @@ PRESETS: dict[str, SweepPreset] = {
                     "48 pairs per task",
         variants=(BASELINE, "weight_sparse", "transcoder", "act_sparsity"),
         configs="paper",
-        analysis=AnalysisConfig(n_pairs=48, corpus_windows=32),
+        # Top-n circuits only (greedy growth is a second reading of the same ranking), to fit the 2-hour budget.
+        analysis=AnalysisConfig(n_pairs=48, corpus_windows=32, selections=["topn"]),
         levels=(("component", "auto"), ("node", "mask")),
         seeds=3,
         ladder_every=600,
