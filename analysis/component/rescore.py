@@ -33,10 +33,11 @@ def _ld_sum(logits: Tensor, batch: TaskBatch) -> Tensor:
 
 @torch.no_grad()
 def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: str, means: Tensor | None,
-                  edges: Tensor, max_tokens: int | None = None) -> tuple[Tensor, int]:
+                  edges: Tensor, max_tokens: int | None = None, *, from_block: bool = True) -> tuple[Tensor, int]:
     """The measured effect ``m(model) - m(model without e)`` of each edge in ``edges`` (indices), each removed
     alone, as ((len(edges),) float64, forwards run). Many edges share a forward as replicas of the batch; edges into
     the same block share one, which starts at that block from the clean run (the blocks before it are clean).
+    ``from_block=False`` runs every forward from the input instead (the same numbers, slower: for benchmarks).
 
     Example:
         >>> effects, forwards = exact_effects(model, graph, batch, "zero", None, torch.arange(10))  # doctest: +SKIP
@@ -49,7 +50,7 @@ def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation:
     forwards = 0
     for chunk in pair_chunks(batch, max_tokens):
         patcher = Patcher(model, graph, chunk, ablation, means)
-        prefix = patcher.clean_prefix()
+        prefix = patcher.clean_prefix() if from_block else None
         K = max(1, max_tokens // chunk.clean.numel())
         clean = _ld_sum(patcher.run(base[None]), chunk).item()
         forwards += 1
@@ -60,7 +61,7 @@ def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation:
                 part = edges[at]
                 w = base.repeat(len(part), 1, 1)  # (K, n_writers, n_readers)
                 w[torch.arange(len(part)), graph.edge_writer[part], graph.edge_reader[part]] = 0.0
-                logits = patcher.run(w, start=start, prefix=prefix) if start else patcher.run(w)
+                logits = patcher.run(w, start=start, prefix=prefix) if start and from_block else patcher.run(w)
                 total[at] += clean - _ld_sum(logits, chunk).double().cpu()
                 forwards += 1
     return total / len(batch), forwards
