@@ -10,7 +10,8 @@ from glassformer.archs import build_model, load_model_dir
 from glassformer.training.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("finetune_"))
+CONFIGS = sorted(p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").glob("**/*.yaml")
+                 if not p.name.startswith("finetune_"))
 
 
 def parse_train(*args: str):
