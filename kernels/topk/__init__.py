@@ -54,7 +54,8 @@ def topk_activation(x: Tensor, k: int, use_abs: bool = False, impl: str = "auto"
     if impl == "select":
         return topk_activation_select(x, k, use_abs)
     if choose_impl(impl, "topk_activation", (x,), problem) == "reference":
-        # Two sorts per row made AbsTopK at every site cost 2.6x a small model's CPU training step.
+        # The reference's two sorts per row made a CPU training step of the paper's weight-sparse model (AbsTopK
+        # at every site) 1.77x as long as with selection (benchmarks/topk_select.py).
         if impl == "auto" and x.device.type == "cpu":
             return topk_activation_select(x, k, use_abs)
         return topk_activation_reference(x, k, use_abs)
