@@ -6,7 +6,9 @@ lies above +inf; clamping the keys at "+inf plus one" makes all NaNs one key, so
 keys therefore rank exactly as :func:`glassformer.kernels.topk.reference.descending_order` ranks the float32
 magnitudes the reference sorts, NaN included, with no fallback and no float conversion. Each selection is then a
 threshold (the k-th largest key), every key strictly above it, and the first of the keys equal to it in index
-order until the count is met: the reference's tie rule, with a handful of passes over the matrix instead of two full sorts.
+order until the count is met: the reference's tie rule, with a handful of passes over the matrix instead of two
+full sorts. The keys and the per-row selection live in ``glassformer.kernels._select``, shared with the TopK
+activation's select path.
 """
 
 from __future__ import annotations
@@ -14,58 +16,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from glassformer.kernels._select import SELECT_DTYPES, kth_largest, magnitude_key, top_count_rows
 from glassformer.kernels.prune.reference import magnitude_prune_reference_
 
 __all__ = ["SELECT_DTYPES", "magnitude_key", "magnitude_mask_select", "magnitude_prune_select_"]
 
-# dtype -> (integer dtype of the same width, bits of +inf). Keys of at most 16 bits widen to int32 so the
-# selection runs on a type every torch build selects over.
-_LAYOUT = {
-    torch.float64: (torch.int64, 0x7FF0000000000000, torch.int64),
-    torch.float32: (torch.int32, 0x7F800000, torch.int32),
-    torch.float16: (torch.int16, 0x7C00, torch.int32),
-    torch.bfloat16: (torch.int16, 0x7F80, torch.int32),
-}
-SELECT_DTYPES = tuple(_LAYOUT)
-"""The dtypes the select path ranks by their bits; any other floating dtype goes to the reference."""
-
-
-def magnitude_key(W: Tensor) -> Tensor:
-    """Integer keys (R, C) that order like |W| ranked by ``descending_order``: NaN above +inf, all NaNs equal.
-
-    Example:
-        >>> import torch
-        >>> magnitude_key(torch.tensor([[-0.0, 0.0, 1.0, -float("inf"), float("nan"), -float("nan")]])).tolist()
-        [[0, 0, 1065353216, 2139095040, 2139095041, 2139095041]]
-    """
-    bits_dtype, inf_bits, key_dtype = _LAYOUT[W.dtype]
-    # Same element size, so view() reinterprets any strides; the mask clears the sign bit of every width.
-    bits = W.detach().view(bits_dtype) & torch.iinfo(bits_dtype).max
-    return bits.clamp_(max=inf_bits + 1).to(key_dtype)
-
-
-def _kth_largest(key: Tensor, count: int, dim: int) -> Tensor:
-    """The ``count``-th largest key along ``dim`` (kept, size 1), by unsorted topk from the nearer end."""
-    n = key.shape[dim]
-    # Unsorted topk is a partial selection, not a sort; for a small count (4 per row, a few % of a matrix) it
-    # was 2-6x faster than torch.kthvalue on CPU, one thread (1024x256 int32 keys, measured).
-    if count <= n - count + 1:
-        return key.topk(count, dim=dim, sorted=False).values.amin(dim=dim, keepdim=True)
-    return key.topk(n - count + 1, dim=dim, largest=False, sorted=False).values.amax(dim=dim, keepdim=True)
-
-
-def _top_count_rows(key: Tensor, count: int) -> Tensor:
-    """Mask of each row's ``count`` largest keys (0 < count < C), ties to the lower column."""
-    threshold = _kth_largest(key, count, dim=1)  # (R, 1)
-    above = key > threshold
-    need = count - above.sum(dim=1, keepdim=True)  # (R, 1), >= 1: slots left for keys equal to the threshold
-    tied = key == threshold
-    return above | (tied & (tied.cumsum(dim=1) <= need))
-
 
 def _top_count_flat(key: Tensor, count: int) -> Tensor:
     """Mask of the ``count`` largest of a 1-D ``key`` (0 < count <= numel), ties to the lower index."""
-    threshold = _kth_largest(key, count, dim=0)  # (1,)
+    threshold = kth_largest(key, count, dim=0)  # (1,)
     kept = key > threshold
     need = count - int(kept.sum())
     # nonzero lists the tied indices in ascending order: the first `need` of them are the reference's choice.
@@ -94,7 +53,7 @@ def magnitude_mask_select(W: Tensor, keep: int, min_per_row: int = 0) -> Tensor:
     if min_per_row == C:
         reserved = torch.ones((R, C), dtype=torch.bool, device=W.device)
     elif min_per_row > 0:
-        reserved = _top_count_rows(key, min_per_row)
+        reserved = top_count_rows(key, min_per_row)
     else:
         reserved = None
     rest = keep - R * min_per_row
@@ -125,7 +84,7 @@ def magnitude_prune_select_(W: Tensor, keep: int, min_per_row: int = 0) -> Tenso
         tensor([[ 0., -4., nan],
                 [ 2.,  0.,  0.]])
     """
-    if W.dtype not in _LAYOUT:
+    if W.dtype not in SELECT_DTYPES:
         return magnitude_prune_reference_(W, keep, min_per_row)
     kept = magnitude_mask_select(W, keep, min_per_row)
     with torch.no_grad():
