@@ -1,7 +1,9 @@
 """glassformer.kernels: Triton kernels for the constraints, each beside its PyTorch reference.
 
 Every op is one public function taking ``impl="auto" | "triton" | "reference"``: "auto" runs Triton on CUDA
-tensors whose shapes the kernels support and the reference (float32 maths, the specification) elsewhere.
+tensors whose shapes the kernels support and the reference (float32 maths, the specification) elsewhere, except
+the two selections (``topk_activation``, ``magnitude_prune_``), whose "auto" on CPU runs their ``"select"`` path:
+bit-identical to the reference, by partial selection instead of sorting (docs/kernels.md).
 Importing this package never imports triton; the kernels load on first use.
 
 | function | use |
