@@ -212,7 +212,7 @@ def test_the_paper_preset_reads_its_own_configs_folder():
         assert r.source == folder / f"{r.variant}.yaml"
         assert (r.model.d_model, r.model.d_vocab) == (raw["model"]["d_model"], 2048)  # the YAML as it is
         assert (r.trainer.max_steps, r.trainer.batch_size) == (2400, 16)
-    assert runs[0].trainer.ladder_every == 600 and runs[3].trainer.ladder_every is None
+    assert runs[0].trainer.ladder_every == 800 and runs[3].trainer.ladder_every is None
     # --configs still replaces the preset's folder.
     with pytest.raises(ConfigError, match="has no tiny.yaml or dense.yaml"):
         plan("paper", None, "out", configs=ROOT / "docs")

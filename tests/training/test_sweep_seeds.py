@@ -181,7 +181,7 @@ def test_with_controls_on_the_first_seed_only_other_seeds_and_ladder_points_skip
     assert with_controls == ["s/dense-seed0", "s/transcoder-seed0"]
     analysed = [(str(d), a.level) for kind, _, d, a in stages if kind == "analyze"]
     # Every directory still gets both levels; only the controls differ.
-    assert ("s/dense-seed1/ladder/step-000600", "node") in analysed and len(analysed) == 2 * (6 + 9)
+    assert ("s/dense-seed1/ladder/step-000800", "node") in analysed and len(analysed) == 2 * (6 + 6)
     everything = sweep_module.sweep_stages(runs, PRESETS["paper"].analyses(), "all")
     assert all(a.controls for kind, _, _, a in everything if kind == "analyze")
     with pytest.raises(ValueError, match="controls='some' is not allowed: expected one of all, first_seed"):

@@ -114,11 +114,11 @@ PRESETS: dict[str, SweepPreset] = {
     # The published comparison (docs/results/): the recipes of configs/paper/, chosen by the measurements in
     # benchmarks/RESULTS.md (the levers table: a 2048-token vocabulary and 2400 steps give the dense baseline
     # capability on 8 of 14 tasks; the weight-sparse recipe: widths, kept fractions, refresh interval). Three seeds
-    # of every variant; the dense ladder every 600 steps for the loss-matched comparison. Meant for
+    # of every variant; the dense ladder every 800 steps for the loss-matched comparison. Meant for
     # `--jobs 2 --threads 1` on a 2-core CPU (docs/results/ records its wall time).
     "paper": SweepPreset(
         description="configs/paper/: 4 layers, d_model 128, 2048-token vocabulary, 2400 steps; dense with its "
-                    "ladder every 600 steps, weight-sparse in Gao's regime (1.5x wider, 1/9 of each matrix kept, "
+                    "ladder every 800 steps, weight-sparse in Gao's regime (1.5x wider, 1/9 of each matrix kept, "
                     "AbsTopK), TopK transcoder, AbsTopK activation sparsity; 3 seeds; component and node circuits, "
                     "48 pairs per task",
         variants=(BASELINE, "weight_sparse", "transcoder", "act_sparsity"),
@@ -127,7 +127,7 @@ PRESETS: dict[str, SweepPreset] = {
         analysis=AnalysisConfig(n_pairs=48, corpus_windows=32, selections=["topn"]),
         levels=(("component", "auto"), ("node", "mask")),
         seeds=3,
-        ladder_every=600,
+        ladder_every=800,
         controls="first_seed",
     ),
 }
