@@ -30,19 +30,35 @@ def test_variants_are_the_yaml_files_at_the_baseline_shape():
                           "transcoder_jumprelu", "transcoder_relu", "weight_sparse"}  # not debug, not finetune_*
 
 
-def test_the_quick_preset_shrinks_every_variant_the_same_way():
+def test_the_quick_preset_is_the_paper_recipes_at_1200_steps_with_the_sparse_model_at_the_dense_widths():
     runs = {r.name: r for r in plan("quick", None, "out")}
-    assert list(runs) == ["dense", "transcoder", "weight_sparse"]
+    assert list(runs) == ["dense", "weight_sparse"]
+    dense, ws = runs["dense"].model, runs["weight_sparse"].model
+    paper = yaml.safe_load((ROOT / "configs" / "paper" / "weight_sparse.yaml").read_text())["model"]
+    assert (dense.d_model, dense.mlp_width, dense.n_layers, dense.d_vocab) == (128, 512, 4, 2048)
+    assert (ws.d_model, ws.mlp_width) == (128, 512) and paper["d_model"] == 192  # the YAML's widths not taken
+    assert ws.weight_sparsity.fraction == paper["weight_sparsity"]["fraction"]
+    assert ws.activation_sparsity.fraction == paper["activation_sparsity"]["fraction"]
+    for r in runs.values():  # the same data, seed and token budget for all
+        assert (r.trainer.max_steps, r.trainer.batch_size, r.trainer.seed) == (1200, 16, 0)
+        assert r.data == runs["dense"].data and r.out == Path("out") / r.name
+    (analysis,) = PRESETS["quick"].analyses()
+    assert (analysis.level, analysis.method) == ("node", "mask")
+    assert analysis.tasks == ["quote_close", "bracket_type", "bracket_depth", "indent_after_colon"]
+
+
+def test_a_width_preset_shrinks_every_variant_the_same_way(monkeypatch):
+    monkeypatch.setitem(PRESETS, "half", SweepPreset(description="half", variants=None, width=0.5, n_layers=2,
+                                                     n_ctx=64, trainer={"max_steps": 600}))
+    runs = {r.name: r for r in plan("half", ["transcoder", "weight_sparse"], "out")}
     dense, tc, ws = runs["dense"].model, runs["transcoder"].model, runs["weight_sparse"].model
     assert (dense.d_model, dense.mlp_width, dense.n_layers, dense.n_ctx) == (64, 256, 2, 64)
     # transcoder.yaml: n_latents = 4 * d_model = the dense d_mlp (same total parameters), k = 32 of 512 latents.
     assert tc.mlp.expansion_factor * tc.d_model == dense.mlp_width and tc.mlp.k == 16
     # The dead-latent window stays the same share of training: 262144 of 1200*16*128 tokens.
     assert tc.mlp.dead_window_tokens == round(262144 * (600 * 16 * 64) / (1200 * 16 * 128))
-    assert (ws.d_model, ws.mlp_width, ws.weight_sparsity.fraction) == (64, 256, 0.25)
-    for r in runs.values():  # the same data, seed and token budget for all
-        assert (r.trainer.max_steps, r.trainer.batch_size, r.trainer.seed) == (600, 16, 0)
-        assert r.data == runs["dense"].data and r.out == Path("out") / r.name
+    # weight_sparse.yaml doubles the tiny widths; halved, they are the tiny widths.
+    assert (ws.d_model, ws.mlp_width, ws.weight_sparsity.fraction) == (128, 512, 0.25)
 
 
 def test_the_standard_preset_trains_the_yaml_files_as_they_are():

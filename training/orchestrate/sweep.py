@@ -98,7 +98,7 @@ def sweep_stages(runs: list[PlannedRun], analyses: list[AnalysisConfig], control
 
     Example:
         >>> [(k, str(d)) for k, _, d, _ in sweep_stages(plan("quick", ["dense"], "s"), [AnalysisConfig()])]
-        [('train', 's/dense'), ('analyze', 's/dense'), ('analyze', 's/dense/ladder/step-000300'), ('compare', 'None')]
+        [('train', 's/dense'), ('analyze', 's/dense'), ('analyze', 's/dense/ladder/step-000600'), ('compare', 'None')]
     """
     stages: list[Stage] = [("train", r, r.out, None) for r in runs]
     stages += [("analyze", r, d, a) for r in runs for d, a in r.analysis_plan(analyses, controls)]

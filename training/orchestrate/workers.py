@@ -8,8 +8,8 @@ dearest models first so that the last one to start is a cheap one. Every stage i
 
 Example:
     >>> from glassformer.training.orchestrate.plan import plan
-    >>> [r.name for r in by_cost(plan("quick", None, "runs/demo"))]  # equal costs keep the plan's order
-    ['dense', 'transcoder', 'weight_sparse']
+    >>> [r.name for r in by_cost(plan("paper", ["dense", "weight_sparse"], "runs/p", seeds=1))]
+    ['weight_sparse', 'dense']
 """
 
 from __future__ import annotations
