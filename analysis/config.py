@@ -68,7 +68,7 @@ class AnalysisConfig:
     """Circuit discovery. component: auto, exact, eap, eap-ig, eap-ig-gl, eap-ig-act, eap-ig-gl+exact or acdc;
     node: mask, eap-ig or eap. None: the level's default (auto for components: exact patching up to
     ``exact_max_edges`` edges, eap-ig-gl+exact above: converged eap-ig-gl whose top ``rescore_edges`` edges are
-    then measured exactly; mask for nodes)."""
+    then measured exactly; mask for nodes). auto at node level is mask."""
     ablation: str = "mean"
     """How what lies outside the circuit is removed. component: mean, position-mean, zero or corrupt; node: mean
     or zero. Mean ablation needs corpus windows; without them zero is used (with a warning and a note)."""
@@ -136,7 +136,9 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         check_choice("level", self.level, LEVEL_NAMES)
-        if self.method is None:
+        if self.method is None or (self.method == AUTO and self.level != "component"):
+            # auto is "the level's own choice" (at component level it is resolved by the graph's size): the command
+            # line's defaults carry method auto, so `analyze --level node` must still mean the node default.
             self.method = DEFAULT_METHOD[self.level]
         where = f" (at level={self.level!r})"
         check_choice("method", self.method, METHODS_BY_LEVEL[self.level], where)

@@ -98,3 +98,18 @@ def test_train_eval_generate_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("def f(x):")
     model = load_model_dir(out)
     assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 512)
+
+
+def test_analyze_level_node_alone_takes_the_node_default_method():
+    # The command line's default AnalysisConfig carries method auto (the component default); `--level node` must
+    # not turn that into a refusal, nor into another node method.
+    from glassformer.training.cli import build_parser
+    from glassformer.training.cli.argv import prepare_argv
+
+    parser = build_parser()
+    for argv in (["analyze", "m", "--level", "node"], ["analyze", "m", "--level", "node", "--method", "auto"]):
+        parsed = parser.instantiate_classes(parser.parse_args(prepare_argv(argv)))
+        assert (parsed.analyze.analysis.level, parsed.analyze.analysis.method) == ("node", "mask")
+    parsed = parser.instantiate_classes(parser.parse_args(prepare_argv(["analyze", "m", "--level", "node",
+                                                                        "--method", "eap-ig"])))
+    assert parsed.analyze.analysis.method == "eap-ig"
