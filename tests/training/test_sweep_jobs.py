@@ -60,3 +60,17 @@ def test_jobs_must_be_a_positive_integer(micro_runs, tmp_path):
     with pytest.raises(ConfigError, match="jobs=0 is not allowed: expected a positive integer"):
         sweep_module.run_sweep("micro", None, tmp_path / "s", jobs=0)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_corpus_is_prepared_once_before_the_workers_and_not_for_finished_models(micro_runs, monkeypatch):
+    from glassformer.training import corpus
+    from glassformer.training.orchestrate.workers import prepare_corpora
+
+    calls = []
+    real = corpus.prepare_data
+    monkeypatch.setattr(corpus, "prepare_data", lambda cfg, vocab, **kw: calls.append(vocab) or real(cfg, vocab, **kw))
+    assert prepare_corpora(micro_runs) == 1 and calls == [512]  # two models, one corpus and vocabulary
+    for run in micro_runs:
+        run.out.mkdir(parents=True)
+        (run.out / "training.json").write_text("{}")  # finished
+    assert prepare_corpora(micro_runs) == 0 and calls == [512]

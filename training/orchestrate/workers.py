@@ -51,6 +51,26 @@ def by_cost(runs: list[PlannedRun]) -> list[PlannedRun]:
     return sorted(runs, key=model_cost, reverse=True)
 
 
+def prepare_corpora(runs: list[PlannedRun]) -> int:
+    """Train each tokenizer and tokenise each corpus the runs need, once, before the workers start; returns how
+    many (data, vocabulary) pairs were prepared (or found cached).
+
+    Two workers starting together would otherwise both train the same tokenizer and tokenise the same corpus (the
+    cache files are written atomically, so that costs time, not correctness).
+
+    Example:
+        >>> prepare_corpora(plan("quick", None, "runs/demo"))  # doctest: +SKIP
+        1
+    """
+    from glassformer.training.corpus import prepare_data
+    from glassformer.training.orchestrate.sweep import run_state
+
+    needed = {(repr(run.data), run.model.d_vocab): run for run in runs if run_state(run.out) != "done"}
+    for run in needed.values():
+        prepare_data(run.data, run.model.d_vocab)
+    return len(needed)
+
+
 def _init_worker(threads: int, plugins: list[str]) -> None:
     import torch
 
@@ -82,6 +102,7 @@ def run_parallel(runs: list[PlannedRun], analyses: list[AnalysisConfig], jobs: i
         {'weight_sparse': 301.2, 'transcoder': 288.0, 'dense': 250.4}
     """
     seconds: dict[str, float] = {}
+    prepare_corpora(runs)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold torch threads
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads, list(plugins or []))) as pool:
