@@ -18,7 +18,7 @@ export GLASSFORMER_CACHE ?= $(CACHE_ROOT)/data
 RUN := $(VENV)/bin/glassformer
 DEMO_DIR ?= runs/demo
 
-.PHONY: venv demo test test-slow test-gpu lint clean
+.PHONY: venv demo paper test test-slow test-gpu lint clean
 
 venv:
 	@VENV="$(VENV)" PYTHON="$(PYTHON)" bash .ci/setup-venv.sh
@@ -30,6 +30,12 @@ venv:
 # shared with other jobs, threads spinning against them made steps up to 10x slower: the README's sweep section).
 demo: venv
 	$(RUN) sweep --preset quick --out $(DEMO_DIR) --jobs 2 --threads 1
+
+# The published comparison (docs/results/): the paper preset, three seeds of four recipes, on two worker
+# processes. About two hours on a quiet 2-core CPU; a rerun resumes where it stopped.
+PAPER_DIR ?= runs/paper
+paper: venv
+	$(RUN) sweep --preset paper --out $(PAPER_DIR) --jobs 2 --threads 1 --progress false
 
 test: venv
 	$(VENV)/bin/python -m pytest -q -n 2 $(PYTEST_ARGS)
