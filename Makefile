@@ -31,7 +31,7 @@ venv:
 demo: venv
 	$(RUN) sweep --preset quick --out $(DEMO_DIR) --jobs 2 --threads 1
 
-# The published comparison (docs/results/): the paper preset, three seeds of four recipes, on two worker
+# The comparison to publish: the paper preset, three seeds of four recipes, on two worker
 # processes. About two hours on a quiet 2-core CPU; a rerun resumes where it stopped.
 PAPER_DIR ?= runs/paper
 paper: venv

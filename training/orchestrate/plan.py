@@ -86,8 +86,8 @@ PRESETS: dict[str, SweepPreset] = {
     # 4 tasks at 1200 steps (the levers table in benchmarks/RESULTS.md), so those 4 are the tasks. The
     # weight-sparse model is the paper recipe at the dense widths (1/9 of each matrix kept, AbsTopK), since its
     # 1.5x widths would make it the slowest model by far; circuits at node level only (learned masks), the level
-    # where weight sparsity is visible. One seed: the verdict needs two a side, so the demo points to the paper
-    # sweep's published result (docs/results/) for the comparison itself.
+    # where weight sparsity is visible. One seed: the verdict needs two a side, so the comparison itself is the
+    # paper preset's (three seeds).
     "quick": SweepPreset(
         description="configs/paper/ at 1200 steps: dense (ladder every 600 steps) and weight-sparse at the dense "
                     "widths; one seed; node circuits (learned masks) on the 4 tasks a 1200-step baseline does, "
@@ -109,11 +109,11 @@ PRESETS: dict[str, SweepPreset] = {
         levels=(("component", "auto"), ("node", "mask")),
         seeds=3,
     ),
-    # The published comparison (docs/results/): the recipes of configs/paper/, chosen by the measurements in
+    # The comparison to publish: the recipes of configs/paper/, chosen by the measurements in
     # benchmarks/RESULTS.md (the levers table: a 2048-token vocabulary and 2400 steps give the dense baseline
     # capability on 8 of 14 tasks; the weight-sparse recipe: widths, kept fractions, refresh interval). Three seeds
     # of every variant; the dense ladder every 800 steps for the loss-matched comparison. Meant for
-    # `--jobs 2 --threads 1` on a 2-core CPU (docs/results/ records its wall time).
+    # `--jobs 2 --threads 1` on a 2-core CPU (`make paper`).
     "paper": SweepPreset(
         description="configs/paper/: 4 layers, d_model 128, 2048-token vocabulary, 2400 steps; dense with its "
                     "ladder every 800 steps, weight-sparse in Gao's regime (1.5x wider, 1/9 of each matrix kept, "
