@@ -1,9 +1,8 @@
 """A sweep's models trained and analysed by several worker processes at once (``glassformer sweep --jobs N``).
 
-On a small CPU one torch thread per model beats all threads on one model: the tiny models' matrices are too small
-to keep two threads busy (measured in the README's sweep section), so two models side by side finish sooner than
-one after the other. Each worker takes a whole model (training, then its analyses and its ladder points'), the
-dearest models first so that the last one to start is a cheap one. Every stage is the sequential sweep's own
+Each worker takes a whole model (training, then its analyses and its ladder points') on its own torch threads
+(default one), the dearest models first so that the last one to start is a cheap one: on a 2-core CPU two small
+models train at once instead of one model on two threads, whose small matrices split poorly between them. Every stage is the sequential sweep's own
 (``_train`` / ``_analyze``), so resuming, reuse and refusal behave the same; the comparison is left to the caller.
 
 Example:
