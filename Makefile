@@ -26,8 +26,8 @@ venv:
 # The main job: train a dense and a weight-sparse model (the paper recipes at 1200 steps) on the default corpus,
 # find their node-level circuits and write the trade-off report (DEMO_DIR/report/index.html); it prints the
 # verdict and the report's path. A rerun reuses what is finished. Two worker processes of one torch thread each:
-# the two models train side by side on a 2-core CPU (one model on two threads keeps neither busy; on a machine
-# shared with other jobs, threads spinning against them made steps up to 10x slower: the README's sweep section).
+# the two models train side by side, a core each (on a machine shared with other jobs, extra threads spinning
+# against them made steps up to 10x slower: the README's sweep section).
 demo: venv
 	$(RUN) sweep --preset quick --out $(DEMO_DIR) --jobs 2 --threads 1
 
