@@ -45,7 +45,7 @@ from glassformer.analysis.component.ablation import Patcher, default_max_tokens
 from glassformer.analysis.component.acdc import acdc
 from glassformer.analysis.component.graph import ComponentGraph
 from glassformer.analysis.component.records import Attribution, pair_chunks
-from glassformer.analysis.component.rescore import _ld_sum, exact_effects, rescore
+from glassformer.analysis.component.rescore import exact_effects, ld_sum, rescore
 from glassformer.analysis.tasks.base import TaskBatch
 
 DEFAULT_IG_STEPS = 5
@@ -113,7 +113,7 @@ def _gradient_scores(model: Any, graph: ComponentGraph, batch: TaskBatch, ablati
             w = base.repeat(len(steps), 1, 1)  # (K, n_writers, n_readers)
             w[:, 0, :] = torch.tensor(steps)[:, None]  # the input's edges carry alpha of the clean embedding
             logits, inputs = patcher.run(w, grad=True)
-            grads = torch.autograd.grad(_ld_sum(logits, chunk).sum(), [t for _, t in inputs])
+            grads = torch.autograd.grad(ld_sum(logits, chunk).sum(), [t for _, t in inputs])
             forwards += 1
             flat = delta.flatten(1)  # (n_writers, B * T * d_model)
             for (readers, _), g in zip(inputs, grads, strict=True):  # g (K, B, T, R, d_model)
@@ -248,7 +248,7 @@ def eap_ig_act(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation: st
             w = steps.float()[:, None, None].expand(len(steps), len(graph.writers), len(graph.readers)).clone()
             w.requires_grad_(True)
             logits, _ = patcher.run(w, grad=True)
-            (g,) = torch.autograd.grad(_ld_sum(logits, chunk).sum(), [w])
+            (g,) = torch.autograd.grad(ld_sum(logits, chunk).sum(), [w])
             S += (g.double() * wts[:, None, None].to(g.device)).sum(dim=0).cpu()
             forwards += 1
     effects = graph.scores_to_edges(S) / len(batch)

@@ -26,8 +26,17 @@ from glassformer.analysis.component.records import Attribution, pair_chunks
 from glassformer.analysis.tasks.base import TaskBatch, logit_diff
 
 
-def _ld_sum(logits: Tensor, batch: TaskBatch) -> Tensor:
-    """(K, B, d_vocab) last-position logits -> (K,) sum over pairs of the logit difference."""
+def ld_sum(logits: Tensor, batch: TaskBatch) -> Tensor:
+    """(K, B, d_vocab) last-position logits of K patched runs -> (K,) the sum over pairs of the logit difference
+    (correct answer minus the corrupted prompt's answer): the metric every patching method differentiates or
+    differences.
+
+    Example:
+        >>> b = TaskBatch("t", torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1, dtype=torch.long),
+        ...               torch.tensor([0, 0]), torch.tensor([1, 2]), torch.tensor([2, 1]))
+        >>> ld_sum(torch.tensor([[[0.0, 3.0, 1.0], [0.0, 0.0, 2.0]]]), b).tolist()
+        [4.0]
+    """
     return torch.stack([logit_diff(lg[:, None], batch).sum() for lg in logits])
 
 
@@ -52,7 +61,7 @@ def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation:
         patcher = Patcher(model, graph, chunk, ablation, means)
         prefix = patcher.clean_prefix() if from_block else None
         K = max(1, max_tokens // chunk.clean.numel())
-        clean = _ld_sum(patcher.run(base[None]), chunk).item()
+        clean = ld_sum(patcher.run(base[None]), chunk).item()
         forwards += 1
         for start in stage.unique().tolist():
             members = (stage == start).nonzero().flatten()
@@ -62,7 +71,7 @@ def exact_effects(model: Any, graph: ComponentGraph, batch: TaskBatch, ablation:
                 w = base.repeat(len(part), 1, 1)  # (K, n_writers, n_readers)
                 w[torch.arange(len(part)), graph.edge_writer[part], graph.edge_reader[part]] = 0.0
                 logits = patcher.run(w, start=start, prefix=prefix) if start and from_block else patcher.run(w)
-                total[at] += clean - _ld_sum(logits, chunk).double().cpu()
+                total[at] += clean - ld_sum(logits, chunk).double().cpu()
                 forwards += 1
     return total / len(batch), forwards
 

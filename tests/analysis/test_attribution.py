@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 from tests_analysis_support import VOCAB, make_batch, make_model
 
 from glassformer.analysis.component.ablation import writer_means
-from glassformer.analysis.component.attribution import METHODS, _ld_sum, attribute, quadrature
+from glassformer.analysis.component.attribution import METHODS, attribute, quadrature
 from glassformer.analysis.component.faithfulness import Faithfulness
 from glassformer.analysis.component.graph import ComponentGraph
+from glassformer.analysis.component.rescore import ld_sum
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_eap_is_the_first_order_change_of_the_metric_along_an_edge():
     eps = 1e-3
     keep = torch.ones(1, graph.n_edges)
     keep[0, e] = 1 - eps
-    m_eps = sum(_ld_sum(p.run(graph.weights(keep)), p.batch).item() for p in fa.patchers) / len(batch)
+    m_eps = sum(ld_sum(p.run(graph.weights(keep)), p.batch).item() for p in fa.patchers) / len(batch)
     assert (fa.m_model - m_eps) / eps == pytest.approx(att.effects[e].item(), rel=1e-2, abs=1e-4)
 
 
