@@ -28,8 +28,8 @@ def sweep(
 ) -> None:
     """Train the dense baseline and constrained variants at matched size, analyse each, and compare them.
 
-    Presets: quick (2 layers, half the tiny widths, 600 steps; dense, transcoder, weight_sparse: `make demo`;
-    one seed), standard (configs/*.yaml as they are, every variant, three seeds) and paper (configs/paper/: the
+    Presets: quick (the paper recipes at 1200 steps: dense and weight-sparse at the dense widths, node circuits on
+    4 tasks, one seed: `make demo`), standard (configs/*.yaml as they are, every variant, three seeds) and paper (configs/paper/: the
     published comparison, three seeds of dense, weight-sparse, transcoder and activation-sparse; run it with
     --jobs 2 --threads 1). The dense baseline also
     writes a checkpoint ladder (a model directory every validation interval, under OUT/dense/ladder/), and every
