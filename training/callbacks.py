@@ -70,7 +70,8 @@ class WeightSparsityCallback(Callback):
         # anneal to theirs.
         masks = project_(model, cfg=cfg, progress=anneal_progress(step, max_steps, cfg))
         self.masks = masks
-        self.reapply(trainer, pl_module)
+        for optimizer in trainer.optimizers:  # project_ already zeroed the pruned weights
+            zero_pruned_state_(optimizer, model, masks)
         pl_module.lr_scale = lr_scale_at(step, max_steps, cfg)
         self.last_density = density(model, masks)
         return self.last_density

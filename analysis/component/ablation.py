@@ -198,7 +198,8 @@ class Patcher:
         if not start:
             with torch.set_grad_enabled(grad), self.model.hooks(run.hooks()):
                 logits = self.model(self.batch.clean.repeat(run.K, 1))  # (N, 1, d_vocab), replica-major
-            return (logits[:, 0].view(run.K, run.B, -1), run.inputs) if grad else logits[:, 0].view(run.K, run.B, -1)
+            logits = logits[:, 0].view(run.K, run.B, -1)  # (K, B, d_vocab)
+            return (logits, run.inputs) if grad else logits
         if grad or prefix is None or not 0 < start <= self.graph.n_layers:
             raise ValueError(f"start={start!r} needs the clean prefix, no grad, and 0 < start <= n_layers "
                              f"({self.graph.n_layers})")
