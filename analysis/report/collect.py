@@ -17,15 +17,19 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 from glassformer.analysis.common import CONTROLS
 from glassformer.analysis.config import DEFAULT_METHOD
 from glassformer.analysis.report.checks import circuit_checks
+from glassformer.analysis.report.training_log import (
+    finite,
+    parameter_counts,
+    read_metrics,
+    sparse_stats,
+    training_curve,
+)
 
 WHO = ("model", *CONTROLS)
 SELECTION_PREFERENCE = ("greedy", "topn")
@@ -34,14 +38,6 @@ SIZE_PREFERENCE = ("N_0.8", "nodes")
 """The size at the target: at component level the edges that reach 80% normalised faithfulness; at node level
 the nodes of the smallest circuit at the target task loss. Other runs use their first ``geomean_*`` key."""
 ABLATION_PREFERENCE = ("mean", "position-mean", "zero", "corrupt")
-CURVE_POINTS = 200
-
-
-def _finite(x: Any) -> float | None:
-    """A finite float, or None (JSON has no NaN)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x) if math.isfinite(x) else None
 
 
 def describe_constraints(cfg: dict[str, Any]) -> list[str]:
@@ -82,9 +78,9 @@ def size_value(v: Any) -> float | None:
     if isinstance(v, dict):
         for key in ("edges", "nodes", "size"):
             if v.get(key) is not None:
-                return _finite(v[key])
+                return finite(v[key])
         return None
-    return _finite(v)
+    return finite(v)
 
 
 def _unit(entries: list[Any]) -> str:
@@ -154,7 +150,7 @@ def _circuit_entry(task: dict[str, Any], row: dict[str, Any]) -> dict[str, Any] 
 def _curve(points: Any) -> list[dict[str, float]]:
     out = []
     for p in points or []:
-        x, f = _finite(p.get("percent")), _finite(p.get("f"))
+        x, f = finite(p.get("percent")), finite(p.get("f"))
         if x is not None:
             out.append({"percent": x, "f": f})
     return out
@@ -192,7 +188,7 @@ def read_circuits(analysis: dict[str, Any], pairs: dict[str, dict[str, Any]] | N
             "controls_passing_gate": None if not isinstance(row.get("controls_passing_gate"), dict) else {
                 who: [str(n) for n in names] for who, names in row["controls_passing_gate"].items()
                 if who in CONTROLS},
-            "geomean": {who: _finite((row.get(f"geomean_{key}") or {}).get(who)) for who in WHO},
+            "geomean": {who: finite((row.get(f"geomean_{key}") or {}).get(who)) for who in WHO},
         }
     tasks: dict[str, dict[str, Any]] = {}
     for level, (run, row) in picked.items():
@@ -208,8 +204,8 @@ def read_circuits(analysis: dict[str, Any], pairs: dict[str, dict[str, Any]] | N
                     "name": name, "status": "ok", "description": str(t.get("description", "")),
                     "n_pairs": t.get("n_pairs"),
                     "example": {k: str(v) for k, v in (t.get("example") or {}).items()},
-                    "capability": {who: {"accuracy": _finite((cap.get(who) or {}).get("accuracy")),
-                                         "loss": _finite((cap.get(who) or {}).get("loss"))}
+                    "capability": {who: {"accuracy": finite((cap.get(who) or {}).get("accuracy")),
+                                         "loss": finite((cap.get(who) or {}).get("loss"))}
                                    for who in WHO if who in cap},
                     "circuits": {}}
             c = _circuit_entry(t, row)
@@ -229,10 +225,10 @@ def read_circuits(analysis: dict[str, Any], pairs: dict[str, dict[str, Any]] | N
             rec["circuits"][level] = {
                 "size": {who: size_value((c.get(key) or {}).get(who)) for who in WHO},
                 "signal": signal, "gate": gate,
-                "CPR": {who: _finite((c.get("CPR") or {}).get(who)) for who in WHO},
-                "CMD": {who: _finite((c.get("CMD") or {}).get(who)) for who in WHO},
+                "CPR": {who: finite((c.get("CPR") or {}).get(who)) for who in WHO},
+                "CMD": {who: finite((c.get("CMD") or {}).get(who)) for who in WHO},
                 "curves": {who: _curve(v) for who, v in (c.get("faithfulness_curve") or {}).items()},
-                "top_edges": [[str(e), _finite(v)] for e, v in top],
+                "top_edges": [[str(e), finite(v)] for e, v in top],
                 "nodes": [str(n) for n in (c.get("circuit") or c.get("circuit_nodes") or [])],
                 "checks": circuit_checks(c),
             }
@@ -250,100 +246,9 @@ def read_gate(gate: Any) -> dict[str, Any]:
     out = {}
     for who, g in (gate or {}).items():
         if who in WHO and isinstance(g, dict):
-            out[who] = {"passed": bool(g.get("passed")), "accuracy": _finite(g.get("accuracy")),
-                        "gap": _finite(g.get("gap")), "reasons": [str(r) for r in g.get("reasons") or []]}
+            out[who] = {"passed": bool(g.get("passed")), "accuracy": finite(g.get("accuracy")),
+                        "gap": finite(g.get("gap")), "reasons": [str(r) for r in g.get("reasons") or []]}
     return out
-
-
-def read_metrics(model_dir: Path) -> list[dict[str, str]]:
-    """Rows of ``logs/metrics.csv``, after those of any ``metrics.until-resume-<i>.csv`` (a resumed run's past)."""
-    logs = model_dir / "logs"
-    files = sorted(logs.glob("metrics.until-resume-*.csv"),
-                   key=lambda p: int(re.sub(r"\D", "", p.stem.rsplit("-", 1)[-1]) or 0))
-    rows: list[dict[str, str]] = []
-    for path in [*files, logs / "metrics.csv"]:
-        if path.is_file():
-            with path.open(newline="") as f:
-                rows.extend(csv.DictReader(f))
-    return rows
-
-
-def training_curve(rows: list[dict[str, str]]) -> dict[str, list[list[float]]] | None:
-    """``{"train": [[step, loss], ...], "val": [...]}`` from metrics rows, thinned to at most 200 points each."""
-    out: dict[str, list[list[float]]] = {"train": [], "val": []}
-    for row in rows:
-        for series, col in (("train", "loss/train"), ("val", "loss/val")):
-            step, value = _num(row.get("step")), _num(row.get(col))
-            if step is not None and value is not None:
-                out[series].append([step, value])
-    if not out["train"] and not out["val"]:
-        return None
-    for series, pts in out.items():
-        if len(pts) > CURVE_POINTS:
-            stride = math.ceil(len(pts) / CURVE_POINTS)
-            out[series] = pts[::stride] + ([pts[-1]] if (len(pts) - 1) % stride else [])
-    return out
-
-
-def _num(s: Any) -> float | None:
-    try:
-        return _finite(float(s))
-    except (TypeError, ValueError):
-        return None
-
-
-def _last(rows: list[dict[str, str]], col: str) -> float | None:
-    for row in reversed(rows):
-        v = _num(row.get(col))
-        if v is not None:
-            return v
-    return None
-
-
-def parameter_counts(model_dir: Path) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of model.safetensors (weight sparsity shows in the second)."""
-    import torch
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(model_dir / "model.safetensors"))
-    return (sum(t.numel() for t in tensors.values()), sum(int(torch.count_nonzero(t)) for t in tensors.values()))
-
-
-def _mean(values: list[Any]) -> float | None:
-    vals = [v for v in (_finite(x) for x in values) if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def sparse_stats(analysis: dict[str, Any], rows: list[dict[str, str]]) -> dict[str, Any]:
-    """L0, dead and dense fractions and interference per layer and averaged over layers, and the weight density.
-
-    From analysis.json's ``sparse_layers`` (measured on corpus tokens) when it has them; otherwise L0 and dead
-    fraction are the last values logged in training (logs/metrics.csv). ``source`` says which.
-    """
-    sparse = analysis.get("sparse_layers") or {}
-    layers = []
-    for r in sparse.get("layers") or []:
-        inter = r.get("interference") or {}
-        layers.append({"layer": r.get("layer"), "l0": _finite(r.get("l0")),
-                       "dead_fraction": _finite(r.get("dead_fraction")),
-                       "dense_fraction": _finite(r.get("dense_fraction")),
-                       "interference": _finite(inter.get("mean_abs_cos")),
-                       "interference_above": _finite(inter.get("fraction_above")),
-                       "interference_threshold": _finite(inter.get("threshold"))})
-    density = _finite((sparse.get("weight_density") or {}).get("overall"))
-    if layers:
-        return {"source": "analysis.json", "l0": _mean([r["l0"] for r in layers]),
-                "dead_fraction": _mean([r["dead_fraction"] for r in layers]),
-                "dense_fraction": _mean([r["dense_fraction"] for r in layers]),
-                "interference": _mean([r["interference"] for r in layers]),
-                "interference_above": _mean([r["interference_above"] for r in layers]),
-                "interference_threshold": next((r["interference_threshold"] for r in layers
-                                                if r["interference_threshold"] is not None), None),
-                "weight_density": density, "layers": layers}
-    return {"source": "metrics.csv", "l0": _last(rows, "sparsity/l0"), "dead_fraction": _last(rows,
-            "sparsity/dead_fraction"), "dense_fraction": None, "interference": None, "interference_above": None,
-            "interference_threshold": None,
-            "weight_density": density if density is not None else _last(rows, "weights/density"), "layers": []}
 
 
 def ladder_dirs(model_dir: str | Path) -> list[Path]:
@@ -398,8 +303,8 @@ def collect_model(model_dir: str | Path, name: str | None = None,
     sizes, tasks = read_circuits(analysis, pairs)
     picked = pick_runs(analysis)
     cap = next(iter(picked.values()))[0].get("capability", {}) if picked else analysis.get("capability", {})
-    train_val = _finite(training.get("val_loss"))
-    train_val = _finite(final.get("loss/val")) if train_val is None else train_val
+    train_val = finite(training.get("val_loss"))
+    train_val = finite(final.get("loss/val")) if train_val is None else train_val
     seed = _int(training.get("seed"))
     seed = _int(((training.get("config") or {}).get("trainer") or {}).get("seed")) if seed is None else seed
     name = name or model_dir.name
@@ -409,27 +314,27 @@ def collect_model(model_dir: str | Path, name: str | None = None,
         "model_dir": str(model_dir),
         "variant": variant if isinstance(variant, str) and variant else name,
         "seed": seed,
-        "val_loss": train_val if train_val is not None else _finite(cap.get("val_loss")),
+        "val_loss": train_val if train_val is not None else finite(cap.get("val_loss")),
         "constraints": describe_constraints(cfg),
         "shape": {k: cfg.get(k) for k in ("n_layers", "n_heads", "d_model", "d_mlp", "d_vocab", "n_ctx")},
         "n_params": n_params,
         "n_nonzero_params": n_nonzero,
         "training": {
             "steps": _int(training.get("steps", training.get("step"))), "tokens_seen": training.get("tokens_seen"),
-            "val_loss": train_val, "train_loss": _finite(final.get("loss/train")),
-            "unigram_entropy": _finite(final.get("unigram_entropy")),
-            "wall_seconds": _finite(training.get("wall_seconds")),
-            "tokens_per_sec": _finite((training.get("throughput") or {}).get("tokens_per_sec")),
+            "val_loss": train_val, "train_loss": finite(final.get("loss/train")),
+            "unigram_entropy": finite(final.get("unigram_entropy")),
+            "wall_seconds": finite(training.get("wall_seconds")),
+            "tokens_per_sec": finite((training.get("throughput") or {}).get("tokens_per_sec")),
             "corpus_fingerprint": (training.get("corpus") or {}).get("fingerprint"),
             "seed": seed,
         },
         "capability": {
             # training.json's validation loss when there is one (the same windows for every model of a sweep),
             # else the analysis's own.
-            "val_loss": train_val if train_val is not None else _finite(cap.get("val_loss")),
+            "val_loss": train_val if train_val is not None else finite(cap.get("val_loss")),
             "val_loss_source": "training.json" if train_val is not None else "analysis.json",
-            "analysis_val_loss": _finite(cap.get("val_loss")),
-            "random_init_val_loss": _finite(cap.get("random_init_val_loss")),
+            "analysis_val_loss": finite(cap.get("val_loss")),
+            "random_init_val_loss": finite(cap.get("random_init_val_loss")),
         },
         "analysis": {level: {"run": run["key"], **{k: run.get("settings", {}).get(k) for k in (
             "method", "ablation", "n_pairs", "seed", "controls", "corpus_windows", "target_loss",
