@@ -193,37 +193,3 @@ def by_ablation(selection: str, primary: dict[str, Any], second: dict[str, Any],
                                              config.seed)
     out[second["ablation"]] = entry
     return out
-
-
-def check_line(c: dict[str, Any]) -> str | None:
-    """The table's one compact line under a task's row: the model's N_0.8 under the second ablation, the
-    incompleteness of its N_0.8 circuit (mean over random knockouts, greedy) and how many members matter little
-    alone; None where the entry has none of them (the model was not sized).
-
-    Example:
-        >>> check_line({"by_ablation": {"mean": {}, "corrupt": {"N_0.8": {"edges": 7}}},
-        ...             "faithfulness_checks": {"edges": 8,
-        ...                 "completeness": {"random": {"mean": 0.031}, "greedy": {"incompleteness": 0.41}},
-        ...                 "minimality": {"drops": [["a", 0.5]] * 6 + [["b", 0.001]] * 2, "min_drop": 0.01}}})
-        'corrupt N_0.8 7; incompleteness 0.03 random, 0.41 greedy; 2 of 8 edges drop f < 0.01 alone'
-    """
-    parts = []
-    for ablation, v in list((c.get("by_ablation") or {}).items())[1:]:
-        if "skipped" in v:
-            parts.append(f"{ablation} skipped")
-        else:
-            n = (v.get("N_0.8") or {}).get("edges")
-            parts.append(f"{ablation} N_0.8 {'-' if n is None else n}" + ("" if v.get("signal", True) else "?"))
-    checks = c.get("faithfulness_checks")
-    if checks:
-        done = checks["completeness"]
-        mean, greedy = done["random"]["mean"], done["greedy"]["incompleteness"]
-        parts.append(f"incompleteness {_num(mean)} random, {_num(greedy)} greedy")
-        mini = checks["minimality"]
-        below = sum(d < mini["min_drop"] for _, d in mini["drops"])
-        parts.append(f"{below} of {len(mini['drops'])} edges drop f < {mini['min_drop']:g} alone")
-    return "; ".join(parts) or None
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"

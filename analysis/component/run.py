@@ -36,7 +36,6 @@ from glassformer.analysis.component.attribution import (
 from glassformer.analysis.component.checks import (
     CachedF,
     by_ablation,
-    check_line,
     faithfulness_checks,
     n08_circuit,
 )
@@ -362,10 +361,10 @@ def summary(tasks: dict[str, Any], config: AnalysisConfig) -> list[dict[str, Any
 
 def format_table(result: dict[str, Any]) -> list[str]:
     """Lines of the component-level table: per task the gate verdict, accuracy and gap (model minus empty
-    circuit, logits), then each size with the controls beside it, and under a sized task one line (``+``) with
-    the model's N_0.8 under the second ablation and the completeness and minimality of its N_0.8 circuit; then the
-    geometric means over the tasks that passed the gate; under it, why each task failed and any control that
-    passed (it must not)."""
+    circuit, logits), then each size with the controls beside it; then the geometric means over the tasks that
+    passed the gate; under it, why each task failed and any control that passed (it must not). The checks of each
+    N_0.8 circuit (second ablation, OOD, completeness, minimality) follow the whole table, one line per task
+    (:func:`glassformer.analysis.report.checks.check_summary`), so they are not repeated here."""
     s, lines = result["settings"], []
     ok = {n: t for n, t in result["tasks"].items() if t["status"] == "ok"}
     width = max([len(n) for n in result["tasks"]] + [8])
@@ -379,9 +378,6 @@ def format_table(result: dict[str, Any]) -> list[str]:
             c = t["circuits"][i]
             cells = [_cell(c, k, _edges) for k in SIZE_KEYS] + [_cell(c, k, _area) for k in AREA_KEYS]
             lines.append(f"{name:<{width}}  {gate_columns(t)}  " + "  ".join(f"{x:<26}" for x in cells))
-            line = check_line(c)
-            if line:
-                lines.append(f"{'':<{width}}  + {line}")
         summary = result["summary"][i]
         n_in = summary.get("n_tasks_gated_in")  # analyses written before the gate lack it
         note = f"  over the {n_in} of {summary['n_tasks']} tasks that passed the gate" if n_in is not None else ""
@@ -416,7 +412,4 @@ LEVEL = Level(name="component", graph=ComponentGraph, means=ablated_values, grap
               settings=settings_record, analyze_task=analyze_task, summary=summary, table=format_table,
               table_notes=("gate: in = the model passed the capability gate (one-sided: above the empty circuit, "
                            "accuracy above chance, gap at least the minimum); out = never sized, never averaged",
-                           "? = logit difference not clearly above the empty circuit's, so f is noise over noise",
-                           "+ = the model's N_0.8 under the second ablation; the incompleteness |f(C\\K) - f(M\\K)| "
-                           "of its N_0.8 circuit C (mean over random K, greedy K); its edges whose removal alone "
-                           "lowers f by less than 0.01 (docs/methods.md)"))
+                           "? = logit difference not clearly above the empty circuit's, so f is noise over noise"))

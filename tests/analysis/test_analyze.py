@@ -204,18 +204,3 @@ def test_each_circuit_records_its_checks_and_its_sizes_under_both_ablations(resu
             assert {"N_0.8", "N_0.9", "curve", "completeness", "signal"} <= set(second)
             assert second["curve"][-1]["f"] == 1.0 and second["N_0.8"]["edges"] <= 46
             assert len(second["completeness"]["greedy"]["steps"]) == min(second["N_0.8"]["edges"], 5)
-
-
-def test_the_table_adds_one_check_line_under_each_sized_task(result):
-    _, out = result
-    lines = format_table(out).splitlines()
-    for name, task in out["tasks"].items():
-        rows = [i for i, line in enumerate(lines) if line.startswith(name)]
-        for i, c in zip(rows, task["circuits"], strict=True):
-            extra = lines[i + 1]
-            assert extra.lstrip().startswith("+ corrupt N_0.8 ") and not lines[i + 2].lstrip().startswith("+")
-            assert f"corrupt N_0.8 {c['by_ablation']['corrupt']['N_0.8']['edges']}" in extra
-            greedy = c["faithfulness_checks"]["completeness"]["greedy"]["incompleteness"]
-            assert f"{greedy:.2f} greedy" in extra
-            drops = c["faithfulness_checks"]["minimality"]["drops"]
-            assert f"{sum(d < 0.01 for _, d in drops)} of {len(drops)} edges" in extra

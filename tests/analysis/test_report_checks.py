@@ -268,6 +268,8 @@ def test_the_analyze_table_ends_with_the_check_lines():
     assert ("  t0: N_0.8 by ablation mean 6, corrupt 9?; OOD f 0.95 (shifted task: passed); incompleteness random "
             "mean 0.31 max 0.41, greedy 0.42; minimality 0.25 of 8 (drop < 0.01)") in text.splitlines()
     assert not any(line.startswith("  t2:") for line in text.splitlines())
+    # Printed once: the task rows above carry no second copy of these numbers.
+    assert not any(line.lstrip().startswith("+") for line in text.splitlines())
 
 
 def test_every_tables_dict_holds_the_checks_of_each_level(written):
