@@ -232,3 +232,15 @@ def test_the_paper_preset_reads_its_own_configs_folder():
     # --configs still replaces the preset's folder.
     with pytest.raises(ConfigError, match="has no tiny.yaml or dense.yaml"):
         plan("paper", None, "out", configs=ROOT / "docs")
+
+
+def test_a_sweep_without_a_call_points_to_the_published_comparison():
+    from glassformer.training.cli.sweep import PUBLISHED, published_pointer
+
+    none = {"comparisons": [{"call": "not distinguishable"}, {"call": "not distinguishable"}]}
+    assert PUBLISHED in published_pointer(none, "quick")
+    assert "2 made" in published_pointer(none, "quick")
+    for call in ("smaller", "larger"):  # a call was made: the sweep's own verdict stands
+        assert published_pointer({"comparisons": [*none["comparisons"], {"call": call}]}, "quick") is None
+    assert published_pointer(none, "paper") is None  # the paper sweep is the published one
+    assert (ROOT / PUBLISHED).is_file()  # the page it points to is in the repository

@@ -11,6 +11,7 @@ from glassformer.training.cli.plugins import load_plugins
 from glassformer.training.config import DataConfig
 
 SAMPLE_PROMPT = "import os\n\n\ndef"
+PUBLISHED = "docs/results/paper.md"
 
 
 def sweep(
@@ -68,7 +69,28 @@ def sweep(
     report = run_sweep(preset, variants, out, configs=configs, data=data,
                        tasks=[tasks] if isinstance(tasks, str) else tasks, seeds=seeds, progress=progress,
                        jobs=jobs, threads=threads, plugins=[plugins] if isinstance(plugins, str) else plugins)
+    pointer = published_pointer(json.loads((report / "report.json").read_text()), preset)
+    if pointer:
+        print(pointer)
     print_sweep_summary(report.parent)
+
+
+def published_pointer(report: dict, preset: str) -> str | None:
+    """The line a sweep prints when none of its comparisons tells a variant from the baseline: where the published
+    comparison (the paper preset, three seeds per variant) is. None after a paper sweep, or when a call was made.
+
+    Example:
+        >>> published_pointer({"comparisons": [{"call": "smaller"}]}, "quick") is None
+        True
+        >>> print(published_pointer({"comparisons": [{"call": "not distinguishable"}]}, "quick"))
+        No comparison of this sweep tells a variant from the baseline (1 made, each 'not distinguishable'). The published comparison, three seeds per variant (make paper): docs/results/paper.md in the glassformer repository.
+    """
+    calls = [c.get("call") for c in report.get("comparisons", [])]
+    if preset == "paper" or any(c in ("smaller", "larger") for c in calls):
+        return None
+    return (f"No comparison of this sweep tells a variant from the baseline ({len(calls)} made, each 'not "
+            f"distinguishable'). The published comparison, three seeds per variant (make paper): {PUBLISHED} in the "
+            f"glassformer repository.")
 
 
 def print_sweep_summary(sweep_dir: str | Path, max_new_tokens: int = 80) -> None:
