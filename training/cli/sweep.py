@@ -69,7 +69,8 @@ def sweep(
     report = run_sweep(preset, variants, out, configs=configs, data=data,
                        tasks=[tasks] if isinstance(tasks, str) else tasks, seeds=seeds, progress=progress,
                        jobs=jobs, threads=threads, plugins=[plugins] if isinstance(plugins, str) else plugins)
-    pointer = published_pointer(json.loads((report / "report.json").read_text()), preset)
+    written = report / "report.json"
+    pointer = published_pointer(json.loads(written.read_text()), preset) if written.is_file() else None
     if pointer:
         print(pointer)
     print_sweep_summary(report.parent)
