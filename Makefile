@@ -32,7 +32,7 @@ demo: venv
 	$(RUN) sweep --preset quick --out $(DEMO_DIR) --jobs 2 --threads 1
 
 # The comparison to publish: the paper preset, three seeds of four recipes, on two worker
-# processes. About two hours on a quiet 2-core CPU; a rerun resumes where it stopped.
+# processes. About 2 h 40 min on a 2-core CPU (docs/results/paper.md); a rerun resumes where it stopped.
 PAPER_DIR ?= runs/paper
 paper: venv
 	$(RUN) sweep --preset paper --out $(PAPER_DIR) --jobs 2 --threads 1 --progress false

@@ -30,13 +30,12 @@ def sweep(
     """Train the dense baseline and constrained variants at matched size, analyse each, and compare them.
 
     Presets: quick (the paper recipes at 1200 steps: dense and weight-sparse at the dense widths, node circuits on
-    4 tasks, one seed: `make demo`), standard (configs/*.yaml as they are, every variant, three seeds) and paper (configs/paper/: the
-    published comparison, three seeds of dense, weight-sparse, transcoder and activation-sparse; run it with
-    --jobs 2 --threads 1). The dense baseline also
-    writes a checkpoint ladder (a model directory every validation interval, under OUT/dense/ladder/), and every
-    ladder point is analysed like a model. Rerunning the same command continues where it
-    stopped: finished models and analyses are reused, an interrupted training resumes from its last checkpoint.
-    The report lands in OUT/report/index.html.
+    4 tasks, one seed: `make demo`), standard (configs/*.yaml as they are, every variant, three seeds) and paper
+    (configs/paper/: the published comparison, three seeds of dense, weight-sparse, transcoder and
+    activation-sparse; run it with --jobs 2 --threads 1). The dense baseline also writes a checkpoint ladder (a
+    model directory every validation interval, under OUT/dense/ladder/), and every ladder point is analysed like a
+    model. Rerunning the same command continues where it stopped: finished models and analyses are reused, an
+    interrupted training resumes from its last checkpoint. The report lands in OUT/report/index.html.
 
     Args:
         preset: quick, standard or paper (see glassformer/training/orchestrate/plan.py: PRESETS).

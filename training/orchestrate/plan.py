@@ -121,7 +121,8 @@ PRESETS: dict[str, SweepPreset] = {
                     "48 pairs per task",
         variants=(BASELINE, "weight_sparse", "transcoder", "act_sparsity"),
         configs="paper",
-        # Top-n circuits only (greedy growth is a second reading of the same ranking), to fit the 2-hour budget.
+        # Top-n circuits only (greedy growth is a second reading of the same ranking), meant to fit a 2-hour
+        # budget; the sweep took about 2 h 40 min, mostly training (docs/results/paper.md).
         analysis=AnalysisConfig(n_pairs=48, corpus_windows=32, selections=["topn"]),
         levels=(("component", "auto"), ("node", "mask")),
         seeds=3,

@@ -2,8 +2,9 @@
 
 Each worker takes a whole model (training, then its analyses and its ladder points') on its own torch threads
 (default one), the dearest models first so that the last one to start is a cheap one: on a 2-core CPU two small
-models train at once instead of one model on two threads, whose small matrices split poorly between them. Every stage is the sequential sweep's own
-(``_train`` / ``_analyze``), so resuming, reuse and refusal behave the same; the comparison is left to the caller.
+models train at once instead of one model on two threads, whose small matrices split poorly between them. Every
+stage is the sequential sweep's own (``_train`` / ``_analyze``), so resuming, reuse and refusal behave the same;
+the comparison is left to the caller.
 
 Example:
     >>> from glassformer.training.orchestrate.plan import plan
